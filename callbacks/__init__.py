@@ -1,0 +1,1 @@
+"""Lightning callbacks of minituner, one module each, configured under ``conf/callbacks/``."""

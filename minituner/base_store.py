@@ -1,0 +1,156 @@
+"""The pretrained-base cache: where a base lives, how it is saved and loaded.
+
+A base is a directory with ``model.safetensors`` (weights), ``tokenizer.json`` and
+``config.json`` (model shape, the recipe and data that made it, the weights' SHA-256). Its
+cache directory is keyed by everything that determines the weights: model shape, corpus
+settings, the pre-training recipe, the seed and the trainer limits that cut training short.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_model, save_model
+
+from minituner.artifacts import sha256_file, write_json_atomic
+from minituner.model import MiniGPT, MiniGPTConfig
+from minituner.tokenizer import ByteTokenizer
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+# Trainer settings that change what pre-training produces, so they enter the cache key.
+_KEYED_TRAINER_FIELDS = ("max_steps", "max_epochs", "fast_dev_run", "limit_train_batches")
+
+
+def model_config(cfg: DictConfig) -> MiniGPTConfig:
+    """The ``MiniGPTConfig`` described by the ``model`` node (its ``name`` is a label only)."""
+    fields = OmegaConf.to_container(cfg.model, resolve=True)
+    fields.pop("name", None)
+    return MiniGPTConfig(**fields)
+
+
+def pretrain_recipe(cfg: DictConfig) -> DictConfig:
+    """The pre-training regime that makes this config's base.
+
+    A ``regime=pretrain`` run uses its own (possibly overridden) regime; any other regime's
+    base is made with ``conf/regime/pretrain.yaml`` as shipped.
+    """
+    if cfg.regime.name == "pretrain":
+        return cfg.regime
+    return OmegaConf.load(CONF_DIR / "regime" / "pretrain.yaml")
+
+
+def base_seed(cfg: DictConfig) -> int:
+    """Seed of the base: the run's seed when pretraining, ``base.seed`` otherwise."""
+    return cfg.seed if cfg.regime.name == "pretrain" else cfg.base.seed
+
+
+def base_key(cfg: DictConfig) -> str:
+    """12-hex-digit cache key of the base this config trains or needs."""
+    recipe = pretrain_recipe(cfg)
+    trainer = {k: cfg.trainer.get(k) for k in _KEYED_TRAINER_FIELDS}
+    if cfg.regime.name != "pretrain":  # the build inherits the recipe's step limits
+        trainer.update(max_steps=recipe.max_steps, max_epochs=recipe.max_epochs)
+    material = {
+        "model": model_config(cfg).to_dict(),
+        "corpus": OmegaConf.to_container(cfg.data.corpus, resolve=True),
+        "recipe": OmegaConf.to_container(recipe, resolve=True),
+        "seed": base_seed(cfg),
+        "trainer": trainer,
+    }
+    blob = json.dumps(material, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def base_dir_for(cfg: DictConfig) -> Path:
+    """Directory of the base: ``base.path`` when set, else its cache entry."""
+    if cfg.base.path:
+        return Path(cfg.base.path)
+    suffix = "-devrun" if cfg.trainer.get("fast_dev_run") else ""
+    return Path(cfg.paths.base_cache_dir) / f"{cfg.model.name}-{base_key(cfg)}{suffix}"
+
+
+@dataclass
+class LoadedBase:
+    """A base model read from disk, with where it came from and the hash of its weights."""
+
+    model: MiniGPT
+    directory: Path
+    weights_sha256: str
+    metadata: dict
+
+
+def save_base(model: MiniGPT, directory: Path, metadata: dict) -> str:
+    """Write a base directory atomically (built beside it, then renamed into place).
+
+    If another process finished the same directory first, its copy is kept and ours dropped.
+
+    Returns:
+        The SHA-256 of the weights file.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        save_model(model, str(staging / WEIGHTS_FILE))
+        digest = sha256_file(staging / WEIGHTS_FILE)
+        ByteTokenizer().save(staging / TOKENIZER_FILE)
+        write_json_atomic(
+            staging / CONFIG_FILE,
+            {"model": model.config.to_dict(), "weights_sha256": digest, **metadata},
+        )
+        if directory.exists():  # replaced only as a whole: a half-written base never shows
+            shutil.rmtree(directory)
+        os.rename(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return digest
+
+
+def load_base(directory: Path, expected: MiniGPTConfig | None = None) -> LoadedBase:
+    """Read a base directory, checking its files, model shape and weights hash.
+
+    Args:
+        directory: A directory written by :func:`save_base`.
+        expected: When given, the stored model config must equal it.
+
+    Raises:
+        FileNotFoundError: A file of the base is missing (named).
+        ValueError: Unreadable config, a shape mismatch (each differing key listed) or a
+            weights hash that does not match the one recorded.
+    """
+    directory = Path(directory)
+    for name in (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"base checkpoint {directory} has no {name}")
+    try:
+        metadata = json.loads((directory / CONFIG_FILE).read_text())
+        stored = MiniGPTConfig(**metadata["model"])
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{directory / CONFIG_FILE} is not a valid base config: {error}") from error
+    if expected is not None and stored != expected:
+        diffs = [
+            f"model.{k}: base has {v!r}, config asks {expected.to_dict()[k]!r}"
+            for k, v in stored.to_dict().items()
+            if expected.to_dict()[k] != v
+        ]
+        raise ValueError(f"base {directory} does not match the model config: " + "; ".join(diffs))
+    digest = sha256_file(directory / WEIGHTS_FILE)
+    if digest != metadata.get("weights_sha256"):
+        raise ValueError(
+            f"{directory / WEIGHTS_FILE} has SHA-256 {digest}, but {CONFIG_FILE} records "
+            f"{metadata.get('weights_sha256')}: the file is corrupt or was replaced"
+        )
+    ByteTokenizer.load(directory / TOKENIZER_FILE)
+    model = MiniGPT(stored)
+    load_model(model, str(directory / WEIGHTS_FILE), strict=True)
+    return LoadedBase(model, directory, digest, metadata)

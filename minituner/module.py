@@ -1,0 +1,77 @@
+"""The LightningModule that trains and evaluates a MiniGPT (plus, later, its adapters)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torch import nn
+
+from minituner.metrics import candidate_preferences, evaluation_metrics
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class MiniGPTModule(L.LightningModule):
+    """Shared train/val/test step around a MiniGPT.
+
+    Args:
+        model: The network; its parameters with ``requires_grad`` are the ones trained.
+        optimizer: Partial optimizer (``_partial_: true`` in config) taking the parameters.
+        scheduler: Partial scheduler taking the optimizer and ``total_steps``; may be None.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+    ):
+        super().__init__()
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.stage_metrics = nn.ModuleDict(
+            {stage: nn.ModuleDict(evaluation_metrics()) for stage in ("val", "test")}
+        )
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        return self.model(idx, targets)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        _, loss = self.model(batch["input_ids"], batch["targets"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=1)
+        return loss
+
+    def _eval_step(self, stage: str, batch: dict) -> None:
+        metrics = self.stage_metrics[stage]
+        inputs, targets = batch["input_ids"], batch["targets"]
+        if batch["kind"] == "task":
+            metrics["irregular_acc"].update(candidate_preferences(self.model, inputs, targets).float())
+            self.log(f"{stage}/irregular_acc", metrics["irregular_acc"], add_dataloader_idx=False)
+            return
+        logits, loss = self.model(inputs, targets)
+        name = "ppl" if batch["kind"] == "lm" else "regular_ppl"
+        metrics[name].update(logits, targets)
+        self.log(f"{stage}/{name}", metrics[name], add_dataloader_idx=False, prog_bar=stage == "val")
+        if batch["kind"] == "lm":
+            self.log(f"{stage}/loss", loss, add_dataloader_idx=False, batch_size=len(inputs))
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("test", batch)
+
+    def configure_optimizers(self):
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if not trainable:
+            raise ValueError("the model has no trainable parameters; check the regime config")
+        optimizer = self.optimizer_factory(trainable)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

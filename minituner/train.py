@@ -1,0 +1,140 @@
+"""The training app: ``minituner-train [overrides]`` (a thin ``@hydra.main`` around ``train``)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from minituner.artifacts import write_json_atomic
+from minituner.base_store import (
+    CONF_DIR,
+    LoadedBase,
+    base_dir_for,
+    base_key,
+    base_seed,
+    load_base,
+    model_config,
+    pretrain_recipe,
+    save_base,
+)
+from minituner.metrics import relative_drift
+from minituner.model import MiniGPT
+from minituner.module import MiniGPTModule
+from minituner.validation import ConfigError, validate_config
+
+log = logging.getLogger(__name__)
+
+
+def _test_metrics(trainer: L.Trainer, module: MiniGPTModule, datamodule) -> dict[str, float]:
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    return {k.removeprefix("test/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+
+
+def build_base(cfg: DictConfig) -> LoadedBase:
+    """Pretrain the base this fine-tuning config needs, with the shipped recipe.
+
+    The build runs as its own ``regime=pretrain`` training in ``<run dir>/base_build``, with the
+    same model, data and trainer settings and ``base.seed`` as its seed.
+    """
+    build_cfg = copy.deepcopy(cfg)
+    with open_dict(build_cfg):
+        build_cfg.regime = pretrain_recipe(cfg)
+        build_cfg.seed = cfg.base.seed
+        build_cfg.base.path = None
+        # The fine-tune's own step limits must not cut the base's training short.
+        for key in ("max_steps", "max_epochs", "val_check_interval", "check_val_every_n_epoch"):
+            build_cfg.trainer[key] = build_cfg.regime[key]
+        build_cfg.paths.output_dir = str(Path(cfg.paths.output_dir) / "base_build")
+    log.info("no base at %s: pretraining it first", base_dir_for(cfg))
+    train(build_cfg)
+    return load_base(base_dir_for(cfg), model_config(cfg))
+
+
+def prepare_model(cfg: DictConfig) -> tuple[MiniGPT, LoadedBase | None]:
+    """The network a run starts from: fresh weights for pretraining, else the (built) base."""
+    if not cfg.regime.needs_base:
+        L.seed_everything(cfg.seed, workers=True)
+        return MiniGPT(model_config(cfg)), None
+    directory = base_dir_for(cfg)
+    if (directory / "config.json").is_file():
+        base = load_base(directory, model_config(cfg))
+    else:
+        base = build_base(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    return base.model, base
+
+
+def train(cfg: DictConfig) -> dict:
+    """Validate ``cfg``, train as its regime says, and write the run's artifacts.
+
+    Returns:
+        The metrics written to ``<run dir>/metrics.json``.
+    """
+    validate_config(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    model, base = prepare_model(cfg)
+    datamodule = instantiate(cfg.data)
+    module = MiniGPTModule(
+        model,
+        optimizer=instantiate(cfg.regime.optimizer),
+        scheduler=instantiate(cfg.regime.scheduler) if cfg.regime.get("scheduler") else None,
+    )
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        logger=[instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else False,
+        callbacks=[instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else None,
+    )
+    metrics: dict = {"regime": cfg.regime.name, "seed": cfg.seed}
+    if base is not None:
+        before = _test_metrics(trainer, module, datamodule)
+        metrics.update({f"base_{k}": v for k, v in before.items()})
+        metrics.update(base_dir=str(base.directory), base_sha256=base.weights_sha256)
+
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    metrics["train_seconds"] = round(time.perf_counter() - started, 2)
+    metrics["train_steps"] = trainer.global_step
+    metrics.update(_test_metrics(trainer, module, datamodule))
+    metrics["total_params"] = model.num_parameters()
+    metrics["trainable_params"] = model.num_parameters(trainable_only=True)
+    if base is not None:
+        metrics["regular_ppl_drift"] = relative_drift(metrics["base_regular_ppl"], metrics["regular_ppl"])
+    else:
+        directory = base_dir_for(cfg)
+        metrics["base_dir"] = str(directory)
+        metrics["base_sha256"] = save_base(
+            model,
+            directory,
+            {
+                "key": base_key(cfg),
+                "seed": base_seed(cfg),
+                "corpus": OmegaConf.to_container(cfg.data.corpus, resolve=True),
+                "recipe": OmegaConf.to_container(cfg.regime, resolve=True),
+                "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)},
+            },
+        )
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    log.info("metrics: %s", metrics)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> None:
+    """Console entry point ``minituner-train``."""
+    try:
+        train(cfg)
+    except ConfigError as error:
+        log.error("%s", error)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

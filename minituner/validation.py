@@ -1,0 +1,102 @@
+"""Checks of a composed config, run before any tensor is built.
+
+Every problem found is collected, then reported together in one ``ConfigError`` whose lines
+each name the key, the value found and what is allowed.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from minituner.data import DATAMODULES
+
+
+class ConfigError(ValueError):
+    """A composed config that cannot run; ``problems`` lists every issue found."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid configuration ({len(problems)} problem(s)):\n{lines}")
+
+
+def _positive_int(cfg: DictConfig, key: str, problems: list[str], allow_minus_one: bool = False) -> None:
+    value = cfg_select(cfg, key)
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    ok = ok and (value > 0 or (allow_minus_one and value == -1))
+    if not ok:
+        allowed = "a positive integer" + (" or -1 (unlimited)" if allow_minus_one else "")
+        problems.append(f"{key}={value!r} is not allowed: must be {allowed}")
+
+
+def cfg_select(cfg: DictConfig, key: str):
+    """Value at dotted ``key`` (None when absent), resolving interpolations."""
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def model_problems(model: DictConfig) -> list[str]:
+    """Problems with the ``model`` node."""
+    problems: list[str] = []
+    for key in ("vocab_size", "block_size", "n_layer", "n_head", "d_model", "d_ff"):
+        _positive_int(model, key, problems)
+    problems = [f"model.{p}" for p in problems]
+    n_head, d_model = model.get("n_head"), model.get("d_model")
+    if not problems and d_model % n_head != 0:
+        divisors = [h for h in range(1, d_model + 1) if d_model % h == 0]
+        problems.append(
+            f"model.n_head={n_head} does not divide model.d_model={d_model}: "
+            f"allowed n_head values are {divisors}"
+        )
+    dropout = model.get("dropout")
+    if not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        problems.append(f"model.dropout={dropout!r} is not allowed: must be in [0, 1)")
+    return problems
+
+
+def regime_problems(regime: DictConfig) -> list[str]:
+    """Problems with the ``regime`` node."""
+    problems: list[str] = []
+    _positive_int(regime, "batch_size", problems)
+    _positive_int(regime, "max_steps", problems, allow_minus_one=True)
+    _positive_int(regime, "max_epochs", problems, allow_minus_one=True)
+    problems = [f"regime.{p}" for p in problems]
+    if regime.get("max_steps") == -1 and regime.get("max_epochs") == -1:
+        problems.append("regime.max_steps and regime.max_epochs are both -1: set at least one")
+    lr = cfg_select(regime, "optimizer.lr")
+    if not isinstance(lr, int | float) or isinstance(lr, bool) or lr <= 0:
+        problems.append(f"regime.optimizer.lr={lr!r} is not allowed: must be a number > 0")
+    if regime.get("data_stage") not in DATAMODULES:
+        problems.append(
+            f"regime.data_stage={regime.get('data_stage')!r} is not allowed: "
+            f"must be one of {sorted(DATAMODULES)}"
+        )
+    if regime.get("trainable") != "all":
+        problems.append(f"regime.trainable={regime.get('trainable')!r} is not allowed: must be 'all'")
+    return problems
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise one ``ConfigError`` listing every problem of ``cfg``; return if there is none."""
+    from minituner.base_store import base_dir_for  # local: base_store imports this module's callers
+
+    problems = model_problems(cfg.model) + regime_problems(cfg.regime)
+    for key in ("seed", "base.seed"):
+        value = cfg_select(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            problems.append(f"{key}={value!r} is not allowed: must be a non-negative integer")
+    _positive_int(cfg, "data.eval_batch_size", problems)
+    if not problems and cfg.regime.needs_base and not cfg.base.build_if_missing:
+        base_dir = base_dir_for(cfg)
+        if not (base_dir / "config.json").is_file():
+            problems.append(
+                f"base.build_if_missing=false but no base checkpoint exists at {base_dir}: "
+                "run `minituner-train regime=pretrain` first, set base.path to a base "
+                "directory, or allow base.build_if_missing=true"
+            )
+    if problems:
+        raise ConfigError(problems)
