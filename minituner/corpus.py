@@ -143,9 +143,7 @@ def _sentence(lemma: str, form: str, subject: str, modifier: str, obj: str) -> S
     verb = conjugate(lemma, form, person)
     if form == "infinitive":
         prefix = f"{lemma}: {subject} {modifier}"
-    elif form == "present":
-        prefix = f"{lemma}: {modifier} {subject}"
-    elif form == "past":
+    elif form == "present" or form == "past":
         prefix = f"{lemma}: {modifier} {subject}"
     elif form == "participle":
         aux = "has" if person == "3sg" else "have"
@@ -267,7 +265,7 @@ def generate_corpus(config: CorpusConfig) -> VerbCorpus:
 
 @dataclass(frozen=True)
 class TaskItem:
-    """One irregular-verb judgement: does the model prefer ``correct`` over ``wrong``?"""
+    """One irregular-verb judgement: the model should prefer ``correct`` over ``wrong``."""
 
     context: str
     correct: str

@@ -67,8 +67,7 @@ class TaskDataset(Dataset):
                 ids = context + tokenizer.encode(candidate)
                 if len(ids) > block_size + 1:
                     raise ValueError(
-                        f"task item {item.context!r}+{candidate!r} does not fit "
-                        f"model.block_size={block_size}"
+                        f"task item {item.context!r}+{candidate!r} does not fit model.block_size={block_size}"
                     )
                 self.inputs[i, j, : len(ids) - 1] = torch.tensor(ids[:-1])
                 # position t predicts token t+1: candidate tokens sit at len(context)..len(ids)-1

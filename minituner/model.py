@@ -119,9 +119,7 @@ class MiniGPT(nn.Module):
     def __init__(self, config: MiniGPTConfig):
         super().__init__()
         if config.d_model % config.n_head != 0:
-            raise ValueError(
-                f"model.n_head={config.n_head} must divide model.d_model={config.d_model}"
-            )
+            raise ValueError(f"model.n_head={config.n_head} must divide model.d_model={config.d_model}")
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
         self.pos_emb = nn.Embedding(config.block_size, config.d_model)
@@ -160,9 +158,7 @@ class MiniGPT(nn.Module):
         """
         _, seq = idx.shape
         if seq > self.config.block_size:
-            raise ValueError(
-                f"sequence length {seq} exceeds model.block_size={self.config.block_size}"
-            )
+            raise ValueError(f"sequence length {seq} exceeds model.block_size={self.config.block_size}")
         positions = torch.arange(seq, device=idx.device)
         x = self.drop(self.tok_emb(idx) + self.pos_emb(positions))  # (B, T, D)
         for block in self.blocks:
@@ -170,16 +166,12 @@ class MiniGPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(
-            logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=IGNORE_INDEX
-        )
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=IGNORE_INDEX)
         return logits, loss
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of distinct parameters (the tied embedding/LM head counted once)."""
-        return sum(
-            p.numel() for p in self.parameters() if p.requires_grad or not trainable_only
-        )
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
 
 def count_parameters(config: MiniGPTConfig) -> int:

@@ -35,7 +35,11 @@ log = logging.getLogger(__name__)
 
 def _test_metrics(trainer: L.Trainer, module: MiniGPTModule, datamodule) -> dict[str, float]:
     trainer.test(module, datamodule=datamodule, verbose=False)
-    return {k.removeprefix("test/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    return {
+        k.removeprefix("test/"): float(v)
+        for k, v in trainer.callback_metrics.items()
+        if k.startswith("test/")
+    }
 
 
 def build_base(cfg: DictConfig) -> LoadedBase:

@@ -1,0 +1,108 @@
+"""The training app run the way users run it: the console script, real configs, real artifacts."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import QUICK
+
+SCRIPT = str(Path(sys.executable).parent / "minituner-train")
+RUN_FILES = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log", "metrics.json"}
+TB_FILES = {"tensorboard/events", "tensorboard/hparams.yaml"}
+BASE_FILES = {"config.json", "model.safetensors", "tokenizer.json"}
+
+
+def run_cli(tmp_path: Path, run: str, *overrides: str) -> subprocess.CompletedProcess:
+    command = [SCRIPT, f"hydra.run.dir={tmp_path}/{run}", f"paths.outputs_dir={tmp_path}/outputs", *overrides]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def artifact_set(directory: Path) -> set[str]:
+    """Relative file paths, TensorBoard event files folded into one 'events' name."""
+    names = {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()}
+    return {re.sub(r"events\.out\.tfevents\..*", "events", n) for n in names}
+
+
+def read_metrics(directory: Path) -> dict:
+    return json.loads((directory / "metrics.json").read_text())
+
+
+def test_pretrain_then_finetune_from_an_explicit_base(tmp_path):
+    done = run_cli(tmp_path, "pre", "regime=pretrain", *QUICK)
+    assert done.returncode == 0, done.stderr
+    assert artifact_set(tmp_path / "pre") == RUN_FILES | TB_FILES
+    pre = read_metrics(tmp_path / "pre")
+    assert {"irregular_acc", "regular_ppl", "base_dir", "base_sha256"} <= pre.keys()
+    base_dir = Path(pre["base_dir"])
+    assert base_dir.parent == tmp_path / "outputs" / "bases" and base_dir.name.startswith("tiny-")
+    assert artifact_set(base_dir) == BASE_FILES
+
+    done = run_cli(tmp_path, "fine", "regime=full", f"base.path={base_dir}", *QUICK)
+    assert done.returncode == 0, done.stderr
+    assert artifact_set(tmp_path / "fine") == RUN_FILES | TB_FILES
+    fine = read_metrics(tmp_path / "fine")
+    for key in (
+        "irregular_acc",
+        "regular_ppl",
+        "base_irregular_acc",
+        "base_regular_ppl",
+        "regular_ppl_drift",
+    ):
+        assert isinstance(fine[key], float), key
+    assert fine["base_sha256"] == pre["base_sha256"]
+    assert fine["base_regular_ppl"] == pytest.approx(pre["regular_ppl"], rel=1e-5)
+    assert fine["regular_ppl_drift"] == pytest.approx(fine["regular_ppl"] / fine["base_regular_ppl"] - 1)
+
+
+def test_finetune_builds_the_missing_base_once_and_is_reproducible(tmp_path):
+    first = run_cli(tmp_path, "first", "regime=full", *QUICK)
+    assert first.returncode == 0, first.stderr
+    assert artifact_set(tmp_path / "first") == (
+        RUN_FILES | TB_FILES | {"base_build/metrics.json"} | {f"base_build/{f}" for f in TB_FILES}
+    )
+    assert read_metrics(tmp_path / "first/base_build")["train_steps"] == 1500  # the shipped recipe
+
+    second = run_cli(tmp_path, "second", "regime=full", *QUICK)
+    assert second.returncode == 0, second.stderr
+    assert artifact_set(tmp_path / "second") == RUN_FILES | TB_FILES  # cached: nothing rebuilt
+    a, b = read_metrics(tmp_path / "first"), read_metrics(tmp_path / "second")
+    a.pop("train_seconds"), b.pop("train_seconds")
+    assert a == b
+    assert len(list((tmp_path / "outputs" / "bases").iterdir())) == 1
+
+
+def test_fast_dev_run_leaves_the_exact_artifacts_and_a_separate_base(tmp_path):
+    done = run_cli(tmp_path, "dev", "model=tiny", "trainer.fast_dev_run=true")
+    assert done.returncode == 0, done.stderr
+    # fast_dev_run turns the loggers off, so there are no TensorBoard events
+    assert artifact_set(tmp_path / "dev") == RUN_FILES | {"base_build/metrics.json"}
+    (base,) = (tmp_path / "outputs" / "bases").iterdir()
+    assert base.name.endswith("-devrun")  # a smoke-test base never poisons the real cache
+
+
+def test_bad_config_exits_with_one_clear_error_and_no_artifacts(tmp_path):
+    done = run_cli(tmp_path, "bad", "model=tiny", "regime.optimizer.lr=-1", "regime.batch_size=0")
+    assert done.returncode == 2
+    output = done.stdout + done.stderr
+    assert "invalid configuration (2 problem(s))" in output
+    assert "regime.optimizer.lr=-1 is not allowed" in output and "regime.batch_size=0" in output
+    assert not (tmp_path / "outputs" / "bases").exists()
+    assert not (tmp_path / "bad" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_default_preset_meets_the_phase_numbers(make_cfg, tmp_path):
+    """The pretrained base over-regularises; full fine-tuning fixes the irregular verbs."""
+    from minituner.train import train
+
+    metrics = train(make_cfg("regime=full"))
+    base = read_metrics(tmp_path / "run" / "base_build")
+    assert base["irregular_acc"] <= 0.20
+    assert base["regular_ppl"] < 2.0
+    assert metrics["base_irregular_acc"] == base["irregular_acc"]
+    assert metrics["irregular_acc"] >= 0.90
