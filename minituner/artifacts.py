@@ -29,6 +29,7 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual file mode
     try:
         write(tmp)
         with open(tmp, "rb+") as handle:
@@ -41,6 +42,21 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
             raise OSError(error.errno, f"could not write {path}: {error.strerror}") from error
         raise
     _fsync_directory(path.parent)
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_staging_dir(destination: Path) -> Path:
+    """A fresh directory beside ``destination`` to build it in before renaming it into place."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700
+    return staging
 
 
 def _fsync_directory(directory: Path) -> None:

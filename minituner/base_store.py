@@ -12,14 +12,14 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_model, save_model
 
-from minituner.artifacts import sha256_file, write_json_atomic
+from minituner.artifacts import make_staging_dir, sha256_file, write_json_atomic
+from minituner.config_nodes import model_config
 from minituner.model import MiniGPT, MiniGPTConfig
 from minituner.tokenizer import ByteTokenizer
 
@@ -27,15 +27,10 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
+# Bumped when a code change alters what pre-training produces (2: the lemma cue is not a target).
+BASE_FORMAT_VERSION = 2
 # Trainer settings that change what pre-training produces, so they enter the cache key.
 _KEYED_TRAINER_FIELDS = ("max_steps", "max_epochs", "fast_dev_run", "limit_train_batches")
-
-
-def model_config(cfg: DictConfig) -> MiniGPTConfig:
-    """The ``MiniGPTConfig`` described by the ``model`` node (its ``name`` is a label only)."""
-    fields = OmegaConf.to_container(cfg.model, resolve=True)
-    fields.pop("name", None)
-    return MiniGPTConfig(**fields)
 
 
 def pretrain_recipe(cfg: DictConfig) -> DictConfig:
@@ -61,6 +56,7 @@ def base_key(cfg: DictConfig) -> str:
     if cfg.regime.name != "pretrain":  # the build inherits the recipe's step limits
         trainer.update(max_steps=recipe.max_steps, max_epochs=recipe.max_epochs)
     material = {
+        "format_version": BASE_FORMAT_VERSION,
         "model": model_config(cfg).to_dict(),
         "corpus": OmegaConf.to_container(cfg.data.corpus, resolve=True),
         "recipe": OmegaConf.to_container(recipe, resolve=True),
@@ -98,8 +94,7 @@ def save_base(model: MiniGPT, directory: Path, metadata: dict) -> str:
         The SHA-256 of the weights file.
     """
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    staging = make_staging_dir(directory)
     try:
         save_model(model, str(staging / WEIGHTS_FILE))
         digest = sha256_file(staging / WEIGHTS_FILE)

@@ -137,6 +137,11 @@ class Sentence:
     prefix: str
     verb_form: str
 
+    @property
+    def cue(self) -> str:
+        """The lemma cue that opens the sentence (``"go: "``): a prompt, never a target."""
+        return f"{self.lemma}: "
+
 
 def _sentence(lemma: str, form: str, subject: str, modifier: str, obj: str) -> Sentence:
     person = SUBJECTS[subject]
@@ -207,6 +212,10 @@ class VerbCorpus:
     def texts(self, split: str) -> list[str]:
         """Sentence texts of one split."""
         return [s.text for s in self.splits[split]]
+
+    def prompted_texts(self, split: str) -> list[tuple[str, str]]:
+        """``(cue, text)`` pairs of one split: the cue is given, the rest is predicted."""
+        return [(s.cue, s.text) for s in self.splits[split]]
 
 
 SPLITS = (

@@ -22,12 +22,19 @@ from minituner.tokenizer import ByteTokenizer
 
 
 class LanguageModelingDataset(Dataset):
-    """Sentences as fixed-length (input, next-token target) pairs, padding ignored in the loss."""
+    """Texts as fixed-length (input, next-token target) pairs.
 
-    def __init__(self, texts: list[str], tokenizer: ByteTokenizer, block_size: int, kind: str):
+    Each example is ``(prompt, text)`` where ``text`` starts with ``prompt``: the prompt's
+    tokens are inputs only (their targets are ignored, like the padding), so the loss and the
+    perplexity cover what the model has to produce, not what it is given. For the verb corpus
+    the prompt is the lemma cue (``"go: "``).
+    """
+
+    def __init__(self, examples: list[tuple[str, str]], tokenizer: ByteTokenizer, block_size: int, kind: str):
         self.kind = kind
-        rows = torch.full((len(texts), block_size + 1), tokenizer.pad_id, dtype=torch.long)
-        for i, text in enumerate(texts):
+        rows = torch.full((len(examples), block_size + 1), tokenizer.pad_id, dtype=torch.long)
+        targets = torch.full((len(examples), block_size), IGNORE_INDEX, dtype=torch.long)
+        for i, (prompt, text) in enumerate(examples):
             ids = tokenizer.encode(text, bos=True, eos=True)
             if len(ids) > block_size + 1:
                 raise ValueError(
@@ -35,8 +42,11 @@ class LanguageModelingDataset(Dataset):
                     f"model.block_size={block_size} fits at most {block_size + 1}"
                 )
             rows[i, : len(ids)] = torch.tensor(ids)
+            given = 1 + len(tokenizer.encode(prompt))  # BOS + prompt
+            # position t predicts token t+1, so targets start at position given-1
+            targets[i, given - 1 : len(ids) - 1] = torch.tensor(ids[given:])
         self.inputs = rows[:, :-1]
-        self.targets = rows[:, 1:].masked_fill(rows[:, 1:] == tokenizer.pad_id, IGNORE_INDEX)
+        self.targets = targets
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -124,7 +134,9 @@ class VerbDataModule(L.LightningDataModule):
         return generate_corpus(self.corpus_config)
 
     def _lm(self, split: str, kind: str) -> LanguageModelingDataset:
-        return LanguageModelingDataset(self.corpus.texts(split), self.tokenizer, self.block_size, kind)
+        return LanguageModelingDataset(
+            self.corpus.prompted_texts(split), self.tokenizer, self.block_size, kind
+        )
 
     def _loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None

@@ -13,6 +13,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from minituner.adapter_io import save_adapter
 from minituner.artifacts import write_json_atomic
 from minituner.base_store import (
     CONF_DIR,
@@ -21,10 +22,11 @@ from minituner.base_store import (
     base_key,
     base_seed,
     load_base,
-    model_config,
     pretrain_recipe,
     save_base,
 )
+from minituner.config_nodes import lora_config, model_config
+from minituner.lora_inject import inject_lora
 from minituner.metrics import relative_drift
 from minituner.model import MiniGPT
 from minituner.module import MiniGPTModule
@@ -76,6 +78,47 @@ def prepare_model(cfg: DictConfig) -> tuple[MiniGPT, LoadedBase | None]:
     return base.model, base
 
 
+def save_trained(cfg: DictConfig, model: MiniGPT, base: LoadedBase | None, metrics: dict) -> dict:
+    """Write what the regime produced and return its paths, hashes and sizes.
+
+    ``pretrain`` stores the base in the cache, ``full`` the fine-tuned model in
+    ``<run dir>/model/``, ``lora`` the adapter in ``<run dir>/adapter/`` (PEFT layout).
+    """
+    run_dir = Path(cfg.paths.output_dir)
+    if base is None:
+        directory = base_dir_for(cfg)
+        digest = save_base(
+            model,
+            directory,
+            {
+                "key": base_key(cfg),
+                "seed": base_seed(cfg),
+                "corpus": OmegaConf.to_container(cfg.data.corpus, resolve=True),
+                "recipe": OmegaConf.to_container(cfg.regime, resolve=True),
+                "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)},
+            },
+        )
+        return {"base_dir": str(directory), "base_sha256": digest, "base_bytes": _size(directory)}
+    saved = {"base_bytes": _size(base.directory)}
+    if cfg.regime.trainable == "lora":
+        directory = run_dir / "adapter"
+        digest = save_adapter(model, directory, lora_config(cfg), base.directory.name, base.weights_sha256)
+        return saved | {
+            "adapter_dir": str(directory),
+            "adapter_sha256": digest,
+            "adapter_bytes": _size(directory),
+        }
+    directory = run_dir / "model"
+    digest = save_base(model, directory, {"finetuned_from": base.weights_sha256})
+    return saved | {"model_dir": str(directory), "model_sha256": digest, "model_bytes": _size(directory)}
+
+
+def _size(directory: Path) -> int:
+    """Bytes of the weights file in a base, model or adapter directory."""
+    (weights,) = [p for p in directory.iterdir() if p.suffix == ".safetensors"]
+    return weights.stat().st_size
+
+
 def train(cfg: DictConfig) -> dict:
     """Validate ``cfg``, train as its regime says, and write the run's artifacts.
 
@@ -85,6 +128,8 @@ def train(cfg: DictConfig) -> dict:
     validate_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
     model, base = prepare_model(cfg)
+    if cfg.regime.trainable == "lora":
+        inject_lora(model, lora_config(cfg))
     datamodule = instantiate(cfg.data)
     module = MiniGPTModule(
         model,
@@ -111,20 +156,7 @@ def train(cfg: DictConfig) -> dict:
     metrics["trainable_params"] = model.num_parameters(trainable_only=True)
     if base is not None:
         metrics["regular_ppl_drift"] = relative_drift(metrics["base_regular_ppl"], metrics["regular_ppl"])
-    else:
-        directory = base_dir_for(cfg)
-        metrics["base_dir"] = str(directory)
-        metrics["base_sha256"] = save_base(
-            model,
-            directory,
-            {
-                "key": base_key(cfg),
-                "seed": base_seed(cfg),
-                "corpus": OmegaConf.to_container(cfg.data.corpus, resolve=True),
-                "recipe": OmegaConf.to_container(cfg.regime, resolve=True),
-                "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)},
-            },
-        )
+    metrics.update(save_trained(cfg, model, base, metrics))
     write_json_atomic(run_dir / "metrics.json", metrics)
     log.info("metrics: %s", metrics)
     return metrics

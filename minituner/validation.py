@@ -6,9 +6,16 @@ each name the key, the value found and what is allowed.
 
 from __future__ import annotations
 
+import torch
 from omegaconf import DictConfig
 
+from minituner.base_store import base_dir_for
+from minituner.config_nodes import lora_config, model_config
 from minituner.data import DATAMODULES
+from minituner.lora_inject import select_targets
+from minituner.model import MiniGPT
+
+TRAINABLE = ("all", "lora")
 
 
 class ConfigError(ValueError):
@@ -75,16 +82,34 @@ def regime_problems(regime: DictConfig) -> list[str]:
             f"regime.data_stage={regime.get('data_stage')!r} is not allowed: "
             f"must be one of {sorted(DATAMODULES)}"
         )
-    if regime.get("trainable") != "all":
-        problems.append(f"regime.trainable={regime.get('trainable')!r} is not allowed: must be 'all'")
+    if regime.get("trainable") not in TRAINABLE:
+        problems.append(
+            f"regime.trainable={regime.get('trainable')!r} is not allowed: must be one of {list(TRAINABLE)}"
+        )
+    return problems
+
+
+def lora_problems(cfg: DictConfig) -> list[str]:
+    """Problems with the ``lora`` node, targets checked against a weightless (meta) model."""
+    if cfg.regime.get("trainable") != "lora":
+        return []
+    if cfg.get("lora") is None:
+        return ["regime.trainable='lora' needs a `lora` node: use regime=lora"]
+    config = lora_config(cfg)
+    problems = config.problems()
+    if not problems and not model_problems(cfg.model):
+        with torch.device("meta"):
+            model = MiniGPT(model_config(cfg))
+        try:
+            select_targets(model, config)
+        except ValueError as error:
+            problems.append(str(error))
     return problems
 
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise one ``ConfigError`` listing every problem of ``cfg``; return if there is none."""
-    from minituner.base_store import base_dir_for  # local: base_store imports this module's callers
-
-    problems = model_problems(cfg.model) + regime_problems(cfg.regime)
+    problems = model_problems(cfg.model) + regime_problems(cfg.regime) + lora_problems(cfg)
     for key in ("seed", "base.seed"):
         value = cfg_select(cfg, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:

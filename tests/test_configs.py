@@ -7,7 +7,8 @@ import torch
 from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 
-from minituner.base_store import CONF_DIR, model_config
+from minituner.base_store import CONF_DIR
+from minituner.config_nodes import model_config
 from minituner.model import MiniGPT
 from minituner.train import train
 from minituner.validation import ConfigError, validate_config
@@ -64,6 +65,22 @@ def test_unknown_group_option_names_the_group_value_and_choices(make_cfg):
 def test_bad_values_are_reported_with_key_value_and_allowed(make_cfg, override, expected):
     with pytest.raises(ConfigError, match=expected) as error:
         validate_config(make_cfg(override))
+    assert len(error.value.problems) == 1
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("lora.r=0", r"lora.r=0 is not allowed: must be a positive integer"),
+        ("lora.alpha=0", r"lora.alpha=0 is not allowed: must be a number > 0"),
+        ("lora.dropout=-0.1", r"lora.dropout=-0.1 is not allowed: must be in \[0, 1\)"),
+        ("lora.target_modules=[query]", r"lora.target_modules=\['query'\].*matches no module; the linear modules"),
+        ("lora.layers_to_transform=[9]", r"layers_to_transform=\[9\]\) matches no module"),
+    ],
+)
+def test_bad_lora_values_fail_validation(make_cfg, override, expected):
+    with pytest.raises(ConfigError, match=expected) as error:
+        validate_config(make_cfg("regime=lora", override))
     assert len(error.value.problems) == 1
 
 

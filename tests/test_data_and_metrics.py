@@ -12,10 +12,18 @@ TOK = ByteTokenizer()
 
 
 def test_language_modeling_rows_shift_by_one_and_ignore_padding():
-    data = LanguageModelingDataset(["ab"], TOK, block_size=8, kind="lm")
+    data = LanguageModelingDataset([("", "ab")], TOK, block_size=8, kind="lm")
     inputs, targets = data[0]
     assert inputs.tolist() == [TOK.bos_id, 97, 98, TOK.eos_id] + [TOK.pad_id] * 4
     assert targets.tolist() == [97, 98, TOK.eos_id] + [IGNORE_INDEX] * 5
+
+
+def test_the_prompt_is_given_never_predicted():
+    data = LanguageModelingDataset([("go: ", "go: x.")], TOK, block_size=10, kind="lm")
+    inputs, targets = data[0]
+    assert inputs.tolist()[:7] == TOK.encode("go: x.", bos=True)
+    # BOS, 'g', 'o', ':' predict the prompt's own bytes 'g', 'o', ':', ' ': ignored
+    assert targets.tolist() == [IGNORE_INDEX] * 4 + [ord("x"), ord("."), TOK.eos_id] + [IGNORE_INDEX] * 3
 
 
 def test_task_targets_cover_exactly_the_candidate_tokens():

@@ -15,6 +15,8 @@ SCRIPT = str(Path(sys.executable).parent / "minituner-train")
 RUN_FILES = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log", "metrics.json"}
 TB_FILES = {"tensorboard/events", "tensorboard/hparams.yaml"}
 BASE_FILES = {"config.json", "model.safetensors", "tokenizer.json"}
+MODEL_FILES = {f"model/{f}" for f in BASE_FILES}  # regime=full saves the fine-tuned model
+ADAPTER_FILES = {"adapter/adapter_config.json", "adapter/adapter_model.safetensors"}
 
 
 def run_cli(tmp_path: Path, run: str, *overrides: str) -> subprocess.CompletedProcess:
@@ -44,7 +46,7 @@ def test_pretrain_then_finetune_from_an_explicit_base(tmp_path):
 
     done = run_cli(tmp_path, "fine", "regime=full", f"base.path={base_dir}", *QUICK)
     assert done.returncode == 0, done.stderr
-    assert artifact_set(tmp_path / "fine") == RUN_FILES | TB_FILES
+    assert artifact_set(tmp_path / "fine") == RUN_FILES | TB_FILES | MODEL_FILES
     fine = read_metrics(tmp_path / "fine")
     for key in (
         "irregular_acc",
@@ -63,24 +65,46 @@ def test_finetune_builds_the_missing_base_once_and_is_reproducible(tmp_path):
     first = run_cli(tmp_path, "first", "regime=full", *QUICK)
     assert first.returncode == 0, first.stderr
     assert artifact_set(tmp_path / "first") == (
-        RUN_FILES | TB_FILES | {"base_build/metrics.json"} | {f"base_build/{f}" for f in TB_FILES}
+        RUN_FILES | TB_FILES | MODEL_FILES | {"base_build/metrics.json"} | {f"base_build/{f}" for f in TB_FILES}
     )
     assert read_metrics(tmp_path / "first/base_build")["train_steps"] == 1500  # the shipped recipe
 
     second = run_cli(tmp_path, "second", "regime=full", *QUICK)
     assert second.returncode == 0, second.stderr
-    assert artifact_set(tmp_path / "second") == RUN_FILES | TB_FILES  # cached: nothing rebuilt
+    assert artifact_set(tmp_path / "second") == RUN_FILES | TB_FILES | MODEL_FILES  # cached: nothing rebuilt
     a, b = read_metrics(tmp_path / "first"), read_metrics(tmp_path / "second")
-    a.pop("train_seconds"), b.pop("train_seconds")
+    for metrics in (a, b):
+        metrics.pop("train_seconds"), metrics.pop("model_dir")
     assert a == b
     assert len(list((tmp_path / "outputs" / "bases").iterdir())) == 1
+
+
+def test_lora_run_writes_a_peft_adapter_and_the_same_seed_gives_the_same_adapter(tmp_path):
+    done = run_cli(tmp_path, "pre", "regime=pretrain", *QUICK)
+    assert done.returncode == 0, done.stderr
+    base_dir = read_metrics(tmp_path / "pre")["base_dir"]
+    runs = []
+    for name in ("lora_a", "lora_b"):
+        done = run_cli(tmp_path, name, "regime=lora", f"base.path={base_dir}", "lora.dropout=0.1", *QUICK)
+        assert done.returncode == 0, done.stderr
+        assert artifact_set(tmp_path / name) == RUN_FILES | TB_FILES | ADAPTER_FILES
+        runs.append(read_metrics(tmp_path / name))
+    first, second = runs
+    assert first["adapter_sha256"] == second["adapter_sha256"]
+    # tiny preset (d_model 16, d_ff 32), r=8 on all six linears: 4*8*(16+16) + 2*8*(16+32)
+    assert first["trainable_params"] == 1792
+    assert first["adapter_bytes"] == (tmp_path / "lora_a/adapter/adapter_model.safetensors").stat().st_size
+    assert first["base_bytes"] == (Path(base_dir) / "model.safetensors").stat().st_size
+    other_seed = run_cli(tmp_path, "lora_c", "regime=lora", f"base.path={base_dir}", "seed=7", *QUICK)
+    assert other_seed.returncode == 0, other_seed.stderr
+    assert read_metrics(tmp_path / "lora_c")["adapter_sha256"] != first["adapter_sha256"]
 
 
 def test_fast_dev_run_leaves_the_exact_artifacts_and_a_separate_base(tmp_path):
     done = run_cli(tmp_path, "dev", "model=tiny", "trainer.fast_dev_run=true")
     assert done.returncode == 0, done.stderr
     # fast_dev_run turns the loggers off, so there are no TensorBoard events
-    assert artifact_set(tmp_path / "dev") == RUN_FILES | {"base_build/metrics.json"}
+    assert artifact_set(tmp_path / "dev") == RUN_FILES | MODEL_FILES | {"base_build/metrics.json"}
     (base,) = (tmp_path / "outputs" / "bases").iterdir()
     assert base.name.endswith("-devrun")  # a smoke-test base never poisons the real cache
 
