@@ -16,10 +16,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The main job: pretrain the base (cached under outputs/bases/), then fully fine-tune it on
-# the irregular-verb subset. Results land in outputs/runs/<date>_<time>_full/.
+# The main job: pretrain the base (cached under outputs/bases/), then LoRA-fine-tune it on
+# the irregular-verb subset. Results land in outputs/runs/<date>_<time>_lora/.
 main: setup
-	$(BIN)/minituner-train regime=full
+	$(BIN)/minituner-train regime=lora
 
 test: setup
 	$(BIN)/ruff check .
@@ -31,6 +31,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/pretrain_time.py
+	$(BIN)/python benchmarks/lora_vs_full.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

@@ -70,10 +70,8 @@ def prepare_model(cfg: DictConfig) -> tuple[MiniGPT, LoadedBase | None]:
         L.seed_everything(cfg.seed, workers=True)
         return MiniGPT(model_config(cfg)), None
     directory = base_dir_for(cfg)
-    if (directory / "config.json").is_file():
-        base = load_base(directory, model_config(cfg))
-    else:
-        base = build_base(cfg)
+    has_base = (directory / "config.json").is_file()
+    base = load_base(directory, model_config(cfg)) if has_base else build_base(cfg)
     L.seed_everything(cfg.seed, workers=True)
     return base.model, base
 

@@ -26,9 +26,9 @@ QUICK = [
 ]
 
 
-def compose_config(overrides: list[str], tmp_path: Path) -> DictConfig:
+def compose_config(overrides: list[str], tmp_path: Path, run: str = "run") -> DictConfig:
     """The `train` config as Hydra composes it, with every output under ``tmp_path``."""
-    paths = [f"paths.outputs_dir={tmp_path}/outputs", f"paths.output_dir={tmp_path}/run"]
+    paths = [f"paths.outputs_dir={tmp_path}/outputs", f"paths.output_dir={tmp_path}/{run}"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=paths + overrides)
 
