@@ -3,7 +3,9 @@
 Runs ``regime=pretrain`` (cold cache), ``regime=full`` and ``regime=lora`` (the defaults) the
 way a user runs them and prints one JSON object: task accuracy, control drift (forgetting),
 trainable parameters, checkpoint bytes and the adapter-to-base size ratio, with the goals of
-the LoRA issue (accuracy >= 95% and >= 60 points over the base, drift <= 5%).
+the LoRA issue (accuracy >= 95% and >= 60 points over the base, drift <= 5%). Also draws the
+validation curves of both runs from their TensorBoard events to
+``benchmarks/figures/lora_vs_full.png``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,45 @@ import json
 import tempfile
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 from cli_runs import timed_run
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+FIGURE = Path(__file__).parent / "figures" / "lora_vs_full.png"
+
+
+def scalars(run_dir: Path, tag: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of one scalar across a run's TensorBoard event files."""
+    points: dict[int, float] = {}
+    for events in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        if tag in accumulator.Tags()["scalars"]:
+            points.update({e.step: e.value for e in accumulator.Scalars(tag)})
+    steps = sorted(points)
+    return steps, [points[s] for s in steps]
+
+
+def plot_curves(runs: dict[str, Path], path: Path) -> None:
+    """Validation task accuracy and control perplexity per step (step 0: the base), per regime."""
+    figure, (accuracy, perplexity) = plt.subplots(1, 2, figsize=(10, 4))
+    for label, run_dir in runs.items():
+        for axis, tag in ((accuracy, "val/irregular_acc"), (perplexity, "val/regular_ppl")):
+            axis.plot(*scalars(run_dir, tag), marker="o", label=label)
+    _, (base_ppl, *_) = scalars(next(iter(runs.values())), "val/regular_ppl")
+    perplexity.axhline(base_ppl * 1.05, color="grey", linestyle="--", label="base + 5%")
+    accuracy.axhline(0.95, color="grey", linestyle=":", label="95%")
+    accuracy.set(title="irregular-verb task accuracy (val)", xlabel="optimizer step", ylim=(0, 1.02))
+    perplexity.set(title="regular-verb control perplexity (val)", xlabel="optimizer step")
+    for axis in (accuracy, perplexity):
+        axis.legend()
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
 
 
 def summary(seconds: float, metrics: dict, checkpoint_key: str) -> dict:
@@ -33,8 +73,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         outputs = Path(tmp)
         timed_run(outputs, "pretrain", "regime=pretrain")
-        full = summary(*timed_run(outputs, "full", "regime=full"), "model_bytes")
-        lora = summary(*timed_run(outputs, "lora", "regime=lora"), "adapter_bytes")
+        full_s, full_metrics = timed_run(outputs, "full", "regime=full")
+        lora_s, lora_metrics = timed_run(outputs, "lora", "regime=lora")
+        plot_curves({"full fine-tune": outputs / "full", "LoRA r=8": outputs / "lora"}, FIGURE)
+        full = summary(full_s, full_metrics, "model_bytes")
+        lora = summary(lora_s, lora_metrics, "adapter_bytes")
     gain = lora["irregular_acc"] - lora["base_irregular_acc"]
     result = {
         "benchmark": "lora_vs_full",

@@ -141,6 +141,7 @@ def train(cfg: DictConfig) -> dict:
     )
     metrics: dict = {"regime": cfg.regime.name, "seed": cfg.seed}
     if base is not None:
+        trainer.validate(module, datamodule=datamodule, verbose=False)  # step 0 of the val curves
         before = _test_metrics(trainer, module, datamodule)
         metrics.update({f"base_{k}": v for k, v in before.items()})
         metrics.update(base_dir=str(base.directory), base_sha256=base.weights_sha256)
