@@ -8,6 +8,7 @@ PEFT (``base_layer``, ``lora_A``, ``lora_B``) so adapter checkpoints use PEFT's 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -42,8 +43,9 @@ class LoRALinear(nn.Module):
         self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
         self.r, self.alpha, self.use_rslora = r, alpha, use_rslora
         self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
-        weight = next(base_layer.parameters(), None)
-        factory = {"device": weight.device} if weight is not None else {}
+        # a quantized base may hold buffers only: take the device from whatever it has
+        tensor = next(itertools.chain(base_layer.parameters(), base_layer.buffers()), None)
+        factory = {"device": tensor.device} if tensor is not None else {}
         self.lora_A = nn.Linear(self.in_features, r, bias=False, **factory)
         self.lora_B = nn.Linear(r, self.out_features, bias=False, **factory)
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -78,6 +80,10 @@ class LoRALinear(nn.Module):
         """
         if self.merged:
             return
+        if not isinstance(getattr(self.base_layer, "weight", None), torch.Tensor):
+            raise TypeError(
+                f"cannot merge into a {type(self.base_layer).__name__}: merge onto the unquantized base"
+            )
         merged = self.base_layer.weight + self.delta_weight().to(self.base_layer.weight.dtype)
         if not torch.isfinite(merged).all():
             raise ValueError("refusing to merge: the merged weight would contain NaN or Inf")

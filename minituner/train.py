@@ -30,6 +30,8 @@ from minituner.lora_inject import inject_lora
 from minituner.metrics import relative_drift
 from minituner.model import MiniGPT
 from minituner.module import MiniGPTModule
+from minituner.quant_linear import quantize_model
+from minituner.quant_storage import storage_report
 from minituner.validation import ConfigError, validate_config
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,13 @@ def save_trained(cfg: DictConfig, model: MiniGPT, base: LoadedBase | None, metri
     return saved | {"model_dir": str(directory), "model_sha256": digest, "model_bytes": _size(directory)}
 
 
+def quantized_storage(model: MiniGPT) -> dict:
+    """Bytes and bits per weight of the quantized linears, read from their buffers."""
+    rows = storage_report(model)
+    weights, stored = sum(r["weights"] for r in rows), sum(r["bytes"] for r in rows)
+    return {"quantized_linear_bytes": stored, "quantized_bits_per_weight": 8 * stored / weights}
+
+
 def _size(directory: Path) -> int:
     """Bytes of the weights file in a base, model or adapter directory."""
     (weights,) = [p for p in directory.iterdir() if p.suffix == ".safetensors"]
@@ -126,8 +135,6 @@ def train(cfg: DictConfig) -> dict:
     validate_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
     model, base = prepare_model(cfg)
-    if cfg.regime.trainable == "lora":
-        inject_lora(model, lora_config(cfg))
     datamodule = instantiate(cfg.data)
     module = MiniGPTModule(
         model,
@@ -145,6 +152,13 @@ def train(cfg: DictConfig) -> dict:
         before = _test_metrics(trainer, module, datamodule)
         metrics.update({f"base_{k}": v for k, v in before.items()})
         metrics.update(base_dir=str(base.directory), base_sha256=base.weights_sha256)
+    if cfg.quant.scheme != "none":  # quantize the frozen base first, then wrap it with LoRA
+        quantize_model(model, cfg.quant.scheme, cfg.quant.check_dequantized)
+        quantized = _test_metrics(trainer, module, datamodule)
+        metrics.update({f"quantized_base_{k}": v for k, v in quantized.items()})
+        metrics.update(quant_scheme=cfg.quant.scheme, **quantized_storage(model))
+    if cfg.regime.trainable == "lora":
+        inject_lora(model, lora_config(cfg))
 
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)

@@ -14,6 +14,7 @@ from minituner.config_nodes import lora_config, model_config
 from minituner.data import DATAMODULES
 from minituner.lora_inject import select_targets
 from minituner.model import MiniGPT
+from minituner.quant_linear import SCHEMES
 
 TRAINABLE = ("all", "lora")
 
@@ -110,6 +111,14 @@ def lora_problems(cfg: DictConfig) -> list[str]:
 def validate_config(cfg: DictConfig) -> None:
     """Raise one ``ConfigError`` listing every problem of ``cfg``; return if there is none."""
     problems = model_problems(cfg.model) + regime_problems(cfg.regime) + lora_problems(cfg)
+    scheme = cfg_select(cfg, "quant.scheme")
+    if scheme not in ("none", *SCHEMES):
+        problems.append(f"quant.scheme={scheme!r} is not allowed: must be one of {['none', *SCHEMES]}")
+    elif scheme != "none" and cfg.regime.get("trainable") != "lora":
+        problems.append(
+            f"quant.scheme={scheme!r} with regime={cfg.regime.get('name')!r} is not allowed: a quantized "
+            "base is frozen, so only adapters can train; use regime=lora (QLoRA) or quant=none"
+        )
     for key in ("seed", "base.seed"):
         value = cfg_select(cfg, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:

@@ -100,6 +100,21 @@ def test_lora_run_writes_a_peft_adapter_and_the_same_seed_gives_the_same_adapter
     assert read_metrics(tmp_path / "lora_c")["adapter_sha256"] != first["adapter_sha256"]
 
 
+def test_qlora_run_reports_the_quantized_base_and_writes_an_adapter(tmp_path):
+    done = run_cli(tmp_path, "pre", "regime=pretrain", *QUICK)
+    assert done.returncode == 0, done.stderr
+    base_dir = read_metrics(tmp_path / "pre")["base_dir"]
+    done = run_cli(tmp_path, "qlora", "experiment=qlora", f"base.path={base_dir}", *QUICK)
+    assert done.returncode == 0, done.stderr
+    assert artifact_set(tmp_path / "qlora") == RUN_FILES | TB_FILES | ADAPTER_FILES
+    metrics = read_metrics(tmp_path / "qlora")
+    assert metrics["quant_scheme"] == "nf4_dq"
+    for key in ("quantized_base_irregular_acc", "quantized_base_regular_ppl", "base_regular_ppl"):
+        assert isinstance(metrics[key], float), key
+    # tiny preset: 16x16 and 32x16 weights have 4 and 8 NF4 blocks, one scale block each
+    assert 4.1 < metrics["quantized_bits_per_weight"] < 5.0
+
+
 def test_fast_dev_run_leaves_the_exact_artifacts_and_a_separate_base(tmp_path):
     done = run_cli(tmp_path, "dev", "model=tiny", "trainer.fast_dev_run=true")
     assert done.returncode == 0, done.stderr
@@ -138,3 +153,10 @@ def test_default_preset_meets_the_phase_numbers(tmp_path):
     assert lora["irregular_acc"] - lora["base_irregular_acc"] >= 0.60
     assert lora["regular_ppl_drift"] <= 0.05
     assert lora["regular_ppl_drift"] < full["regular_ppl_drift"]
+
+    qlora = train(compose_config(["experiment=qlora"], tmp_path, run="qlora"))
+    assert qlora["quant_scheme"] == "nf4_dq"
+    assert qlora["irregular_acc"] >= 0.95
+    assert qlora["regular_ppl_drift"] <= 0.05  # against the unquantized base
+    assert qlora["base_regular_ppl"] == full["base_regular_ppl"]
+    assert qlora["quantized_base_irregular_acc"] <= 0.20
