@@ -24,6 +24,8 @@ NF4_CODEBOOK = torch.tensor(
 )  # fmt: skip
 # A value exactly halfway between two levels goes to the lower one (as bitsandbytes does).
 _NF4_MIDPOINTS = (NF4_CODEBOOK[1:] + NF4_CODEBOOK[:-1]) / 2
+# Byte -> its two levels (high nibble first): one lookup per byte instead of unpacking nibbles.
+_NF4_PAIRS = torch.stack(torch.meshgrid(NF4_CODEBOOK, NF4_CODEBOOK, indexing="ij"), dim=-1).view(256, 2)
 NF4_BLOCK = 64
 SCALE_BLOCK = 256
 
@@ -95,8 +97,9 @@ def nf4_quantize(weight: torch.Tensor, block: int = NF4_BLOCK) -> tuple[torch.Te
     """NF4 codes (packed, uint8) and fp32 absmax per block of ``block`` values."""
     blocks = _blocks(weight, block)
     absmax = blocks.abs().amax(dim=1)
-    normalized = blocks / absmax.clamp(min=torch.finfo(torch.float32).tiny)[:, None]
-    codes = torch.bucketize(normalized, _NF4_MIDPOINTS.to(weight.device))
+    # times the reciprocal, not divided: bitwise the reference's (bitsandbytes's) rounding
+    normalized = blocks * (1.0 / absmax.clamp(min=torch.finfo(torch.float32).tiny))[:, None]
+    codes = torch.bucketize(normalized, _NF4_MIDPOINTS.to(weight.device), out_int32=True)
     return pack_nibbles(codes.view(-1)), absmax
 
 
@@ -104,8 +107,8 @@ def nf4_dequantize(
     packed: torch.Tensor, absmax: torch.Tensor, shape: torch.Size, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """Weight of ``shape`` from packed NF4 codes and per-block scales."""
-    levels = NF4_CODEBOOK.to(device=packed.device)[unpack_nibbles(packed).long()]
-    return (levels.view(absmax.numel(), -1) * absmax[:, None]).view(shape).to(dtype)
+    levels = _NF4_PAIRS.to(packed.device).index_select(0, packed.int())  # (bytes, 2)
+    return levels.view(absmax.numel(), -1).mul_(absmax[:, None]).view(shape).to(dtype)
 
 
 def int4_quantize(weight: torch.Tensor, group: int = NF4_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:

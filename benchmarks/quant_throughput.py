@@ -1,0 +1,102 @@
+"""NF4 quantize / dequantize throughput on CPU, against bitsandbytes's CPU kernels.
+
+For a 4096x4096 fp32 weight and for MiniGPT's two layer shapes (64x64, 256x64), times
+minituner's NF4 quantize and dequantize (median of repeated runs, 2 threads) and, when
+bitsandbytes is installed, its ``quantize_4bit`` / ``dequantize_4bit`` with NF4 and blocks of
+64 on the same tensor in the same process. Also reports the NF4 and int4 round-trip error on
+normally distributed weights and the bits per weight measured on a quantized layer. Prints JSON.
+Goals: quantize at least as fast as bitsandbytes, dequantize within 1.5x of its time.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from minituner.quant_codecs import int4_dequantize, int4_quantize, nf4_dequantize, nf4_quantize
+from minituner.quant_linear import QuantizedLinear
+from minituner.quant_storage import storage_report
+
+try:
+    import bitsandbytes.functional as bnb
+except ImportError:  # optional reference
+    bnb = None
+
+
+def median_seconds(function: Callable[[], object], repeats: int) -> float:
+    function()  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def measure(shape: tuple[int, int], repeats: int) -> dict:
+    weight = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 0.02
+    packed, absmax = nf4_quantize(weight)
+    row = {
+        "shape": list(shape),
+        "quantize_ms": 1e3 * median_seconds(lambda: nf4_quantize(weight), repeats),
+        "dequantize_ms": 1e3 * median_seconds(lambda: nf4_dequantize(packed, absmax, weight.shape), repeats),
+    }
+    if bnb is not None:
+        reference, state = bnb.quantize_4bit(weight, blocksize=64, quant_type="nf4")
+        row["bnb_quantize_ms"] = 1e3 * median_seconds(
+            lambda: bnb.quantize_4bit(weight, blocksize=64, quant_type="nf4"), repeats
+        )
+        row["bnb_dequantize_ms"] = 1e3 * median_seconds(lambda: bnb.dequantize_4bit(reference, state), repeats)
+        row["quantize_ratio_vs_bnb"] = row["quantize_ms"] / row["bnb_quantize_ms"]
+        row["dequantize_ratio_vs_bnb"] = row["dequantize_ms"] / row["bnb_dequantize_ms"]
+        row["codes_identical_to_bnb"] = bool(torch.equal(packed, reference.view(-1)))
+    row["weights_per_second_quantize"] = weight.numel() / (row["quantize_ms"] / 1e3)
+    row["weights_per_second_dequantize"] = weight.numel() / (row["dequantize_ms"] / 1e3)
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+
+
+def round_trip_errors() -> dict:
+    weight = torch.randn(4096, 4096, generator=torch.Generator().manual_seed(1)) * 0.02
+    nf4 = nf4_dequantize(*nf4_quantize(weight), weight.shape)
+    int4 = int4_dequantize(*int4_quantize(weight), weight.shape)
+    return {
+        "nf4_rmse": (nf4 - weight).pow(2).mean().sqrt().item(),
+        "int4_rmse": (int4 - weight).pow(2).mean().sqrt().item(),
+        "nf4_lower_than_int4": bool((nf4 - weight).pow(2).mean() < (int4 - weight).pow(2).mean()),
+    }
+
+
+def bits_per_weight() -> dict:
+    rows = {}
+    for scheme in ("nf4", "nf4_dq", "int4", "int8"):
+        (row,) = storage_report(nn.ModuleDict({"w": QuantizedLinear(nn.Linear(4096, 4096), scheme)}))
+        rows[scheme] = {"measured": row["bits_per_weight"], "formula": row["formula_bits_per_weight"]}
+    return rows
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    result = {
+        "benchmark": "quant_throughput",
+        "threads": torch.get_num_threads(),
+        "bitsandbytes": getattr(bnb, "__name__", None) and __import__("bitsandbytes").__version__,
+        "layers": [measure((4096, 4096), 15), measure((64, 64), 200), measure((256, 64), 200)],
+        "round_trip_4096x4096": round_trip_errors(),
+        "bits_per_weight_4096x4096": bits_per_weight(),
+    }
+    big = result["layers"][0]
+    if bnb is not None:
+        result["goals"] = {
+            "quantize_at_least_as_fast_as_bnb": big["quantize_ratio_vs_bnb"] <= 1.0,
+            "dequantize_within_1.5x_of_bnb": big["dequantize_ratio_vs_bnb"] <= 1.5,
+        }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
