@@ -31,7 +31,8 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/pretrain_time.py
-	$(BIN)/python benchmarks/lora_vs_full.py
+	$(BIN)/python benchmarks/compare_regimes.py
+	$(BIN)/python benchmarks/quant_throughput.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache
