@@ -6,7 +6,7 @@ accuracy, control drift (forgetting, against the unquantized base), trainable pa
 checkpoint bytes, the adapter-to-base size ratio and the quantized base's own figures, with the
 goals (accuracy >= 95% and >= 60 points over the base, drift <= 5%, for LoRA and QLoRA). Also
 draws the validation curves from the runs' TensorBoard events to
-``benchmarks/figures/lora_vs_full.png``.
+``benchmarks/figures/regimes.png``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 from cli_runs import timed_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-FIGURE = Path(__file__).parent / "figures" / "lora_vs_full.png"
+FIGURE = Path(__file__).parent / "figures" / "regimes.png"
 
 
 def scalars(run_dir: Path, tag: str) -> tuple[list[int], list[float]]:
