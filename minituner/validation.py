@@ -7,7 +7,7 @@ each name the key, the value found and what is allowed.
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from minituner.base_store import base_dir_for
 from minituner.config_nodes import lora_config, model_config
@@ -29,22 +29,12 @@ class ConfigError(ValueError):
 
 
 def _positive_int(cfg: DictConfig, key: str, problems: list[str], allow_minus_one: bool = False) -> None:
-    value = cfg_select(cfg, key)
+    value = OmegaConf.select(cfg, key)
     ok = isinstance(value, int) and not isinstance(value, bool)
     ok = ok and (value > 0 or (allow_minus_one and value == -1))
     if not ok:
         allowed = "a positive integer" + (" or -1 (unlimited)" if allow_minus_one else "")
         problems.append(f"{key}={value!r} is not allowed: must be {allowed}")
-
-
-def cfg_select(cfg: DictConfig, key: str):
-    """Value at dotted ``key`` (None when absent), resolving interpolations."""
-    node = cfg
-    for part in key.split("."):
-        if not isinstance(node, DictConfig) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def model_problems(model: DictConfig) -> list[str]:
@@ -75,7 +65,7 @@ def regime_problems(regime: DictConfig) -> list[str]:
     problems = [f"regime.{p}" for p in problems]
     if regime.get("max_steps") == -1 and regime.get("max_epochs") == -1:
         problems.append("regime.max_steps and regime.max_epochs are both -1: set at least one")
-    lr = cfg_select(regime, "optimizer.lr")
+    lr = OmegaConf.select(regime, "optimizer.lr")
     if not isinstance(lr, int | float) or isinstance(lr, bool) or lr <= 0:
         problems.append(f"regime.optimizer.lr={lr!r} is not allowed: must be a number > 0")
     if regime.get("data_stage") not in DATAMODULES:
@@ -111,7 +101,7 @@ def lora_problems(cfg: DictConfig) -> list[str]:
 def validate_config(cfg: DictConfig) -> None:
     """Raise one ``ConfigError`` listing every problem of ``cfg``; return if there is none."""
     problems = model_problems(cfg.model) + regime_problems(cfg.regime) + lora_problems(cfg)
-    scheme = cfg_select(cfg, "quant.scheme")
+    scheme = OmegaConf.select(cfg, "quant.scheme")
     if scheme not in ("none", *SCHEMES):
         problems.append(f"quant.scheme={scheme!r} is not allowed: must be one of {['none', *SCHEMES]}")
     elif scheme != "none" and cfg.regime.get("trainable") != "lora":
@@ -120,7 +110,7 @@ def validate_config(cfg: DictConfig) -> None:
             "base is frozen, so only adapters can train; use regime=lora (QLoRA) or quant=none"
         )
     for key in ("seed", "base.seed"):
-        value = cfg_select(cfg, key)
+        value = OmegaConf.select(cfg, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             problems.append(f"{key}={value!r} is not allowed: must be a non-negative integer")
     _positive_int(cfg, "data.eval_batch_size", problems)
