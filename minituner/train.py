@@ -30,7 +30,7 @@ from minituner.lora_inject import inject_lora
 from minituner.metrics import relative_drift
 from minituner.model import MiniGPT
 from minituner.module import MiniGPTModule
-from minituner.quant_linear import quantize_model
+from minituner.quant_linear import SCHEMES, quantize_model
 from minituner.quant_storage import storage_report
 from minituner.validation import ConfigError, validate_config
 
@@ -113,9 +113,14 @@ def save_trained(cfg: DictConfig, model: MiniGPT, base: LoadedBase | None, metri
     return saved | {"model_dir": str(directory), "model_sha256": digest, "model_bytes": _size(directory)}
 
 
+def quantized_rows(model: MiniGPT) -> list[dict]:
+    """Storage rows of the model's quantized linears only."""
+    return [r for r in storage_report(model) if r["scheme"] in SCHEMES]
+
+
 def quantized_storage(model: MiniGPT) -> dict:
     """Bytes and bits per weight of the quantized linears, read from their buffers."""
-    rows = storage_report(model)
+    rows = quantized_rows(model)
     weights, stored = sum(r["weights"] for r in rows), sum(r["bytes"] for r in rows)
     return {"quantized_linear_bytes": stored, "quantized_bits_per_weight": 8 * stored / weights}
 
@@ -165,7 +170,8 @@ def train(cfg: DictConfig) -> dict:
     metrics["train_seconds"] = round(time.perf_counter() - started, 2)
     metrics["train_steps"] = trainer.global_step
     metrics.update(_test_metrics(trainer, module, datamodule))
-    metrics["total_params"] = model.num_parameters()
+    # quantized weights are buffers, not parameters: count them so totals compare across regimes
+    metrics["total_params"] = model.num_parameters() + sum(r["weights"] for r in quantized_rows(model))
     metrics["trainable_params"] = model.num_parameters(trainable_only=True)
     if base is not None:
         metrics["regular_ppl_drift"] = relative_drift(metrics["base_regular_ppl"], metrics["regular_ppl"])

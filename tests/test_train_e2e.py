@@ -113,6 +113,8 @@ def test_qlora_run_reports_the_quantized_base_and_writes_an_adapter(tmp_path):
         assert isinstance(metrics[key], float), key
     # tiny preset: 16x16 and 32x16 weights have 4 and 8 NF4 blocks, one scale block each
     assert 4.1 < metrics["quantized_bits_per_weight"] < 5.0
+    # the quantized weights still count: tiny has 7,424 base parameters plus the adapter's 768
+    assert metrics["total_params"] == 7424 + 768
 
 
 def test_fast_dev_run_leaves_the_exact_artifacts_and_a_separate_base(tmp_path):
