@@ -179,6 +179,7 @@ def trainable_summary(model: nn.Module) -> str:
         count = sum(p.numel() for p in layer.parameters() if p.requires_grad)
         lines.append(f"{name:<28} {count:>10,}")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    # a quantized layer keeps its weight as codes (buffers) and reports how many weights they hold
+    total = sum(p.numel() for p in model.parameters()) + sum(getattr(m, "weight_numel", 0) for m in model.modules())
     lines.append(f"trainable {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)")
     return "\n".join(lines)

@@ -67,6 +67,13 @@ def test_adapter_trained_on_a_quantized_base_saves_and_loads_in_peft_layout(tmp_
     assert torch.equal(model(IDX)[0], fresh(IDX)[0])
 
 
+def test_trainable_summary_counts_the_quantized_weights():
+    from minituner.lora_inject import trainable_summary
+
+    last = trainable_summary(qlora_model()).splitlines()[-1]
+    assert last == "trainable 36,864 of 257,600 parameters (14.31%)"  # as on the fp32 base
+
+
 def test_merging_into_a_quantized_base_is_refused():
     with pytest.raises(TypeError, match="cannot merge into a QuantizedLinear"):
         qlora_model().blocks[0].attn.q_proj.merge()
