@@ -10,8 +10,6 @@ base weights).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from minituner.artifacts import make_staging_dir, sha256_file, write_json_atomic
+from minituner.artifacts import sha256_file, write_directory_atomic, write_json_atomic
 from minituner.lora import lora_layers
 from minituner.lora_inject import LAYERS_PATTERN, LoRAConfig, inject_lora
 
@@ -104,28 +102,18 @@ def save_adapter(
 ) -> str:
     """Write ``directory`` with both adapter files, atomically as a whole.
 
-    The files are written into a staging directory beside it, which then replaces
-    ``directory`` by rename, so a crash leaves the previous adapter or the new one.
+    See ``write_directory_atomic``: a crash leaves the previous adapter or the new one.
 
     Returns:
         The SHA-256 of ``adapter_model.safetensors``.
     """
     directory = Path(directory)
-    staging = make_staging_dir(directory)
-    try:
+
+    def fill(staging: Path) -> None:
         save_file(adapter_state_dict(model, config.bias), str(staging / WEIGHTS_FILE))
-        with open(staging / WEIGHTS_FILE, "rb") as handle:
-            os.fsync(handle.fileno())
         write_json_atomic(staging / CONFIG_FILE, adapter_config_dict(config, base_name, base_sha256))
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            os.rename(directory, old)
-            os.rename(staging, directory)
-            shutil.rmtree(old)
-        else:
-            os.rename(staging, directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    write_directory_atomic(directory, fill)
     return sha256_file(directory / WEIGHTS_FILE)
 
 

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -51,12 +52,33 @@ def current_umask() -> int:
     return mask
 
 
-def make_staging_dir(destination: Path) -> Path:
-    """A fresh directory beside ``destination`` to build it in before renaming it into place."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+def write_directory_atomic(directory: Path, fill: Callable[[Path], None]) -> None:
+    """Produce ``directory`` by calling ``fill(staging_dir)`` and renaming the result into place.
+
+    The files are built in a staging directory beside ``directory``, fsynced, then swapped in
+    (any previous directory is moved aside first and removed last), so a crash or a failed
+    write leaves the previous directory or the new one, never a half-written one.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700
-    return staging
+    try:
+        fill(staging)
+        for path in staging.iterdir():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(directory, old)
+            os.rename(staging, directory)
+            shutil.rmtree(old)
+        else:
+            os.rename(staging, directory)
+        _fsync_directory(directory.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _fsync_directory(directory: Path) -> None:

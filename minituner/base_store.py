@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_model, save_model
 
-from minituner.artifacts import make_staging_dir, sha256_file, write_json_atomic
+from minituner.artifacts import sha256_file, write_directory_atomic, write_json_atomic
 from minituner.config_nodes import model_config
 from minituner.model import MiniGPT, MiniGPTConfig
 from minituner.tokenizer import ByteTokenizer
@@ -86,28 +84,24 @@ class LoadedBase:
 
 
 def save_base(model: MiniGPT, directory: Path, metadata: dict) -> str:
-    """Write a base directory atomically (built beside it, then renamed into place).
-
-    If another process finished the same directory first, its copy is kept and ours dropped.
+    """Write a base directory atomically (built beside it, then swapped in as a whole).
 
     Returns:
         The SHA-256 of the weights file.
     """
-    directory = Path(directory)
-    staging = make_staging_dir(directory)
-    try:
+    digests = []
+
+    def fill(staging: Path) -> None:
         save_model(model, str(staging / WEIGHTS_FILE))
-        digest = sha256_file(staging / WEIGHTS_FILE)
+        digests.append(sha256_file(staging / WEIGHTS_FILE))
         ByteTokenizer().save(staging / TOKENIZER_FILE)
         write_json_atomic(
             staging / CONFIG_FILE,
-            {"model": model.config.to_dict(), "weights_sha256": digest, **metadata},
+            {"model": model.config.to_dict(), "weights_sha256": digests[0], **metadata},
         )
-        if directory.exists():  # replaced only as a whole: a half-written base never shows
-            shutil.rmtree(directory)
-        os.rename(staging, directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    write_directory_atomic(Path(directory), fill)
+    (digest,) = digests
     return digest
 
 
