@@ -10,6 +10,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -32,6 +33,7 @@ from minituner.model import MiniGPT
 from minituner.module import MiniGPTModule
 from minituner.quant_linear import SCHEMES, quantize_model
 from minituner.quant_storage import storage_report
+from minituner.run_hooks import RunContext, notify
 from minituner.validation import ConfigError, validate_config
 
 log = logging.getLogger(__name__)
@@ -134,12 +136,28 @@ def _size(directory: Path) -> int:
 def train(cfg: DictConfig) -> dict:
     """Validate ``cfg``, train as its regime says, and write the run's artifacts.
 
+    Callbacks that implement ``RunHooks`` see the run start, the model ready for fit, the end
+    (with the metrics) or the failure (with the error, which is then re-raised).
+
     Returns:
         The metrics written to ``<run dir>/metrics.json``.
     """
     validate_config(cfg)
-    run_dir = Path(cfg.paths.output_dir)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
+    run = RunContext(cfg=cfg, run_dir=Path(cfg.paths.output_dir), overrides=_overrides())
+    try:
+        metrics = _run(cfg, callbacks, run)
+    except BaseException as error:
+        notify(callbacks, "on_run_failed", run, error)
+        raise
+    notify(callbacks, "on_run_end", run, metrics)
+    return metrics
+
+
+def _run(cfg: DictConfig, callbacks: list, run: RunContext) -> dict:
     model, base = prepare_model(cfg)
+    run.model, run.base = model, base
+    notify(callbacks, "on_run_start", run)
     datamodule = instantiate(cfg.data)
     module = MiniGPTModule(
         model,
@@ -149,8 +167,9 @@ def train(cfg: DictConfig) -> dict:
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         logger=[instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else False,
-        callbacks=[instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else None,
+        callbacks=callbacks or None,
     )
+    run.trainer = trainer
     metrics: dict = {"regime": cfg.regime.name, "seed": cfg.seed}
     if base is not None:
         trainer.validate(module, datamodule=datamodule, verbose=False)  # step 0 of the val curves
@@ -164,6 +183,7 @@ def train(cfg: DictConfig) -> dict:
         metrics.update(quant_scheme=cfg.quant.scheme, **quantized_storage(model))
     if cfg.regime.trainable == "lora":
         inject_lora(model, lora_config(cfg))
+    notify(callbacks, "on_model_ready", run)
 
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
@@ -176,9 +196,16 @@ def train(cfg: DictConfig) -> dict:
     if base is not None:
         metrics["regular_ppl_drift"] = relative_drift(metrics["base_regular_ppl"], metrics["regular_ppl"])
     metrics.update(save_trained(cfg, model, base, metrics))
-    write_json_atomic(run_dir / "metrics.json", metrics)
+    write_json_atomic(run.run_dir / "metrics.json", metrics)
     log.info("metrics: %s", metrics)
     return metrics
+
+
+def _overrides() -> list[str]:
+    """The command-line overrides of the current Hydra run ([] when called without Hydra)."""
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")

@@ -20,9 +20,6 @@ QUICK = [
     "trainer.check_val_every_n_epoch=null",
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "callbacks=none",
 ]
 
 

@@ -13,6 +13,8 @@ from conftest import QUICK, compose_config
 
 SCRIPT = str(Path(sys.executable).parent / "minituner-train")
 RUN_FILES = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log", "metrics.json"}
+RUN_FILES |= {"memory.json", "manifest.json"}  # written by the default callbacks
+BUILD_FILES = {f"base_build/{f}" for f in ("metrics.json", "memory.json", "manifest.json")}
 TB_FILES = {"tensorboard/events", "tensorboard/hparams.yaml"}
 BASE_FILES = {"config.json", "model.safetensors", "tokenizer.json"}
 MODEL_FILES = {f"model/{f}" for f in BASE_FILES}  # regime=full saves the fine-tuned model
@@ -65,7 +67,7 @@ def test_finetune_builds_the_missing_base_once_and_is_reproducible(tmp_path):
     first = run_cli(tmp_path, "first", "regime=full", *QUICK)
     assert first.returncode == 0, first.stderr
     assert artifact_set(tmp_path / "first") == (
-        RUN_FILES | TB_FILES | MODEL_FILES | {"base_build/metrics.json"} | {f"base_build/{f}" for f in TB_FILES}
+        RUN_FILES | TB_FILES | MODEL_FILES | BUILD_FILES | {f"base_build/{f}" for f in TB_FILES}
     )
     assert read_metrics(tmp_path / "first/base_build")["train_steps"] == 1500  # the shipped recipe
 
@@ -121,7 +123,7 @@ def test_fast_dev_run_leaves_the_exact_artifacts_and_a_separate_base(tmp_path):
     done = run_cli(tmp_path, "dev", "model=tiny", "trainer.fast_dev_run=true")
     assert done.returncode == 0, done.stderr
     # fast_dev_run turns the loggers off, so there are no TensorBoard events
-    assert artifact_set(tmp_path / "dev") == RUN_FILES | ADAPTER_FILES | {"base_build/metrics.json"}
+    assert artifact_set(tmp_path / "dev") == RUN_FILES | ADAPTER_FILES | BUILD_FILES
     (base,) = (tmp_path / "outputs" / "bases").iterdir()
     assert base.name.endswith("-devrun")  # a smoke-test base never poisons the real cache
 
