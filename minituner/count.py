@@ -108,7 +108,8 @@ batch x seq x d_model x n_layer x 16 bytes (batch {count.batch_size}, seq {count
 ![memory breakdown](memory_breakdown.png)
 
 **What fraction of the parameters does LoRA r=8 train?** {r8.trainable_params:,} adapter parameters
-against the {full.trainable_params:,} that full fine-tuning trains: **{r8.trainable_params / full.trainable_params:.2%}**.
+against the {full.trainable_params:,} that full fine-tuning trains:
+**{r8.trainable_params / full.trainable_params:.2%}**.
 
 **Hand check.** One adapted linear `{first}` is {out_f}x{in_f}: LoRA r=8 adds
 8 x ({in_f} + {out_f}) = {8 * (in_f + out_f):,} parameters; {len(adapted)} adapted linears give
