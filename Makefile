@@ -16,10 +16,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The main job: pretrain the base (cached under outputs/bases/), then LoRA-fine-tune it on
-# the irregular-verb subset. Results land in outputs/runs/<date>_<time>_lora/.
+# The main job: the QLoRA preview. Pretrains the base and trains the reference LoRA adapter
+# when they are missing (cached under outputs/), then writes outputs/preview/<date>_<time>/REPORT.md.
 main: setup
-	$(BIN)/minituner-train regime=lora
+	$(BIN)/minituner-preview
 
 test: setup
 	$(BIN)/ruff check .

@@ -171,15 +171,17 @@ def _run(cfg: DictConfig, callbacks: list, run: RunContext) -> dict:
     )
     run.trainer = trainer
     metrics: dict = {"regime": cfg.regime.name, "seed": cfg.seed}
-    if base is not None:
+    if base is not None and cfg.evaluate_base:
         trainer.validate(module, datamodule=datamodule, verbose=False)  # step 0 of the val curves
         before = _test_metrics(trainer, module, datamodule)
         metrics.update({f"base_{k}": v for k, v in before.items()})
+    if base is not None:
         metrics.update(base_dir=str(base.directory), base_sha256=base.weights_sha256)
     if cfg.quant.scheme != "none":  # quantize the frozen base first, then wrap it with LoRA
         quantize_model(model, cfg.quant.scheme, cfg.quant.check_dequantized)
-        quantized = _test_metrics(trainer, module, datamodule)
-        metrics.update({f"quantized_base_{k}": v for k, v in quantized.items()})
+        if cfg.evaluate_base:
+            quantized = _test_metrics(trainer, module, datamodule)
+            metrics.update({f"quantized_base_{k}": v for k, v in quantized.items()})
         metrics.update(quant_scheme=cfg.quant.scheme, **quantized_storage(model))
     if cfg.regime.trainable == "lora":
         inject_lora(model, lora_config(cfg))
@@ -193,7 +195,7 @@ def _run(cfg: DictConfig, callbacks: list, run: RunContext) -> dict:
     # quantized weights are buffers, not parameters: count them so totals compare across regimes
     metrics["total_params"] = model.num_parameters() + sum(r["weights"] for r in quantized_rows(model))
     metrics["trainable_params"] = model.num_parameters(trainable_only=True)
-    if base is not None:
+    if "base_regular_ppl" in metrics:
         metrics["regular_ppl_drift"] = relative_drift(metrics["base_regular_ppl"], metrics["regular_ppl"])
     metrics.update(save_trained(cfg, model, base, metrics))
     write_json_atomic(run.run_dir / "metrics.json", metrics)

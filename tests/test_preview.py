@@ -1,0 +1,55 @@
+"""`minituner-preview` the way users run it (tiny shape, few batches): artifacts, caching, figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minituner.artifacts import sha256_file
+
+SCRIPT = str(Path(sys.executable).parent / "minituner-preview")
+TINY = [
+    "model=tiny",
+    "trainer.limit_train_batches=5",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "preview.batch_size=8",
+]
+
+
+def run_preview(tmp_path: Path, name: str) -> dict:
+    command = [SCRIPT, f"hydra.run.dir={tmp_path}/{name}", f"paths.outputs_dir={tmp_path}/outputs", *TINY]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((tmp_path / name / "preview.json").read_text())
+
+
+@pytest.mark.slow
+def test_preview_runs_end_to_end_and_caches_base_and_reference(tmp_path):
+    cold = run_preview(tmp_path, "cold")
+    assert not cold["base_cached"] and not cold["reference_cached"]
+    run_dir = tmp_path / "cold"
+    report = (run_dir / "REPORT.md").read_text()
+    for part in ("## A.", "## B.", "## C.", "## D.", "## E.", "at 7B scale"):
+        assert part in report
+    assert "QuantizedLinear" in cold["composed_module"]["repr"] and "LoRALinear" in cold["composed_module"]["repr"]
+    assert 0 < cold["parity"]["mean_abs_diff"] and cold["swap"]["mean_abs_diff"] > 0  # adapters differ
+    assert len(cold["qlora_losses"]) == 5  # one epoch of 5 batches, every step logged
+    lora, qlora = cold["memory"].values()
+    assert qlora["weights"] < lora["weights"] and lora["grads"] == qlora["grads"] and lora["adam"] == qlora["adam"]
+    assert lora["predicted_equals_measured"] and qlora["predicted_equals_measured"]
+    assert cold["scale"]["lora_total"] - cold["scale"]["qlora_total"] > 8 * 2**30  # 7B: NF4 saves > 8 GiB
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["base"]["sha256"] == sha256_file(Path(cold["base"]["path"]) / "model.safetensors")
+    adapter = manifest["artifacts"]["qlora_adapter"]
+    assert adapter["sha256"] == sha256_file(Path(adapter["path"]) / "adapter_model.safetensors")
+    assert (run_dir / "qlora_run" / "memory.json").is_file() and not (run_dir / "qlora_run" / "nan_report.json").exists()
+
+    warm = run_preview(tmp_path, "warm")
+    assert warm["base_cached"] and warm["reference_cached"]
+    assert warm["reference_adapter"] == cold["reference_adapter"]
+    assert warm["qlora_adapter"]["sha256"] == cold["qlora_adapter"]["sha256"]  # same seed, same adapter
