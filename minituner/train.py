@@ -59,6 +59,7 @@ def build_base(cfg: DictConfig) -> LoadedBase:
         build_cfg.regime = pretrain_recipe(cfg)
         build_cfg.seed = cfg.base.seed
         build_cfg.base.path = None
+        build_cfg.quant.scheme = "none"  # a base is trained in full precision; QLoRA quantizes it after
         # The fine-tune's own step limits must not cut the base's training short.
         for key in ("max_steps", "max_epochs", "val_check_interval", "check_val_every_n_epoch"):
             build_cfg.trainer[key] = build_cfg.regime[key]

@@ -102,13 +102,12 @@ def test_lora_run_writes_a_peft_adapter_and_the_same_seed_gives_the_same_adapter
     assert read_metrics(tmp_path / "lora_c")["adapter_sha256"] != first["adapter_sha256"]
 
 
-def test_qlora_run_reports_the_quantized_base_and_writes_an_adapter(tmp_path):
-    done = run_cli(tmp_path, "pre", "regime=pretrain", *QUICK)
+def test_qlora_run_builds_its_base_reports_the_quantized_base_and_writes_an_adapter(tmp_path):
+    done = run_cli(tmp_path, "qlora", "experiment=qlora", *QUICK)  # no base yet: built unquantized first
     assert done.returncode == 0, done.stderr
-    base_dir = read_metrics(tmp_path / "pre")["base_dir"]
-    done = run_cli(tmp_path, "qlora", "experiment=qlora", f"base.path={base_dir}", *QUICK)
-    assert done.returncode == 0, done.stderr
-    assert artifact_set(tmp_path / "qlora") == RUN_FILES | TB_FILES | ADAPTER_FILES
+    assert artifact_set(tmp_path / "qlora") == (
+        RUN_FILES | TB_FILES | ADAPTER_FILES | BUILD_FILES | {f"base_build/{f}" for f in TB_FILES}
+    )
     metrics = read_metrics(tmp_path / "qlora")
     assert metrics["quant_scheme"] == "nf4_dq"
     for key in ("quantized_base_irregular_acc", "quantized_base_regular_ppl", "base_regular_ppl"):
