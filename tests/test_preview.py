@@ -47,7 +47,8 @@ def test_preview_runs_end_to_end_and_caches_base_and_reference(tmp_path):
     assert manifest["base"]["sha256"] == sha256_file(Path(cold["base"]["path"]) / "model.safetensors")
     adapter = manifest["artifacts"]["qlora_adapter"]
     assert adapter["sha256"] == sha256_file(Path(adapter["path"]) / "adapter_model.safetensors")
-    assert (run_dir / "qlora_run" / "memory.json").is_file() and not (run_dir / "qlora_run" / "nan_report.json").exists()
+    assert (run_dir / "qlora_run" / "memory.json").is_file()
+    assert not (run_dir / "qlora_run" / "nan_report.json").exists()
 
     warm = run_preview(tmp_path, "warm")
     assert warm["base_cached"] and warm["reference_cached"]
