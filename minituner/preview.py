@@ -10,6 +10,7 @@ C and D are separate processes, so their RSS figures do not contaminate each oth
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import subprocess
@@ -23,10 +24,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
 
 from minituner.adapter_io import load_adapter
 from minituner.artifacts import sha256_file, write_json_atomic, write_text_atomic
-from minituner.base_store import CONF_DIR, base_dir_for, load_base
+from minituner.base_store import CONF_DIR, LoadedBase, base_dir_for, load_base
 from minituner.config_nodes import lora_config, model_config
 from minituner.footprint import predict
 from minituner.lora import lora_layers
@@ -151,16 +153,13 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
 
     # A + B: the reference adapter on the unquantized base (model A) and on the NF4 base (model B)
     model_a, _ = apply_adapter(base.directory, reference_dir)
-    model_b = load_base(base.directory).model
-    quantize_model(model_b, cfg.preview.quant, check_dequantized=True)
-    apply_adapter_to(model_b, reference_dir, base.weights_sha256)
+    model_b = quantized_copy(base, cfg.preview.quant, reference_dir)
     first_adapted = next(iter(lora_layers(model_b)))
     logits_a, logits_b = logits_of(model_a, inputs), logits_of(model_b, inputs)
     parity = compare_logits(logits_a, logits_b, mask) | {"tolerance": cfg.preview.tolerance, "batch": len(inputs)}
     parity["within_tolerance"] = parity["relative_diff"] <= cfg.preview.tolerance
-    bare = load_base(base.directory).model
-    quantize_model(bare, cfg.preview.quant)
-    base_parity = compare_logits(logits_of(load_base(base.directory).model, inputs), logits_of(bare, inputs), mask)
+    bare = quantized_copy(base, cfg.preview.quant)
+    base_parity = compare_logits(logits_of(base.model, inputs), logits_of(bare, inputs), mask)
 
     # C + D: one epoch of QLoRA training, and a short LoRA run for its memory at step 2 (in parallel)
     runs = {"LoRA (fp32 base)": run_dir / "lora_run", "QLoRA (NF4 base)": run_dir / "qlora_run"}
@@ -184,9 +183,7 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
     losses = step_losses(runs["QLoRA (NF4 base)"])
 
     # E: adapter swap on the NF4 base
-    swapped = load_base(base.directory).model
-    quantize_model(swapped, cfg.preview.quant)
-    apply_adapter_to(swapped, runs["QLoRA (NF4 base)"] / "adapter", base.weights_sha256)
+    swapped = quantized_copy(base, cfg.preview.quant, runs["QLoRA (NF4 base)"] / "adapter")
     swap = compare_logits(logits_b, logits_of(swapped, inputs), mask)
 
     qlora_adapter = runs["QLoRA (NF4 base)"] / "adapter" / "adapter_model.safetensors"
@@ -212,9 +209,13 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
     }
 
 
-def apply_adapter_to(model, adapter_dir: Path, base_sha256: str) -> None:
-    """Put a saved adapter on an already built (possibly quantized) base model."""
-    load_adapter(model, adapter_dir, base_sha256)
+def quantized_copy(base: LoadedBase, scheme: str, adapter_dir: Path | None = None) -> nn.Module:
+    """A copy of the base quantized to ``scheme`` (dequantized weights checked), with an adapter if given."""
+    model = copy.deepcopy(base.model)
+    quantize_model(model, scheme, check_dequantized=True)
+    if adapter_dir is not None:
+        load_adapter(model, adapter_dir, base.weights_sha256)
+    return model
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="preview")
