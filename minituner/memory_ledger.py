@@ -80,7 +80,9 @@ def peak_rss_bytes() -> int:
 
 def process_memory() -> dict[str, int]:
     """RSS now and at its peak, and on CUDA the allocator's allocated / max allocated / reserved."""
-    figures = {"rss_bytes": psutil.Process().memory_info().rss, "peak_rss_bytes": peak_rss_bytes()}
+    rss = psutil.Process().memory_info().rss
+    # the kernel updates its high-water mark lazily, so it can briefly trail the current RSS
+    figures = {"rss_bytes": rss, "peak_rss_bytes": max(peak_rss_bytes(), rss)}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         figures |= {
             "cuda_allocated_bytes": torch.cuda.memory_allocated(),
