@@ -40,6 +40,10 @@ class RunHooks:
     def on_model_ready(self, run: RunContext) -> None:
         """The base is quantized and the adapters injected; fit is next."""
 
+    def run_metrics(self) -> dict:
+        """Entries this callback adds to ``metrics.json`` once fit has ended (none by default)."""
+        return {}
+
     def on_run_end(self, run: RunContext, metrics: dict) -> None:
         """Training and testing finished and the artifacts are written."""
 

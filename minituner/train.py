@@ -33,7 +33,7 @@ from minituner.model import MiniGPT
 from minituner.module import MiniGPTModule
 from minituner.quant_linear import SCHEMES, quantize_model
 from minituner.quant_storage import storage_report
-from minituner.run_hooks import RunContext, notify
+from minituner.run_hooks import RunContext, RunHooks, notify
 from minituner.validation import ConfigError, validate_config
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,9 @@ def _run(cfg: DictConfig, callbacks: list, run: RunContext) -> dict:
     trainer.fit(module, datamodule=datamodule)
     metrics["train_seconds"] = round(time.perf_counter() - started, 2)
     metrics["train_steps"] = trainer.global_step
+    for callback in callbacks:
+        if isinstance(callback, RunHooks):
+            metrics.update(callback.run_metrics())
     metrics.update(_test_metrics(trainer, module, datamodule))
     # quantized weights are buffers, not parameters: count them so totals compare across regimes
     metrics["total_params"] = model.num_parameters() + sum(r["weights"] for r in quantized_rows(model))
