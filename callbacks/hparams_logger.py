@@ -23,7 +23,7 @@ HPARAM_KEYS = {
     "weight_decay": "regime.optimizer.weight_decay",
     "seed": "seed",
 }
-METRIC_KEYS = ("irregular_acc", "regular_ppl", "regular_ppl_drift", "trainable_params", "train_seconds")
+METRIC_KEYS = ("irregular_acc", "label_acc", "regular_ppl", "regular_ppl_drift", "trainable_params", "train_seconds")
 
 
 def run_hparams(cfg) -> dict:

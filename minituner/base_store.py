@@ -31,27 +31,39 @@ BASE_FORMAT_VERSION = 2
 _KEYED_TRAINER_FIELDS = ("max_steps", "max_epochs", "fast_dev_run", "limit_train_batches")
 
 
+def trains_base(cfg: DictConfig) -> bool:
+    """Whether the run trains a base from scratch (``regime=pretrain`` or ``pretrain_packed``)."""
+    return not cfg.regime.needs_base
+
+
+def load_regime(name: str) -> DictConfig:
+    """``conf/regime/<name>.yaml`` as shipped, merged over the regime its ``defaults`` names."""
+    regime = OmegaConf.load(CONF_DIR / "regime" / f"{name}.yaml")
+    parents = [d for d in regime.pop("defaults", []) if d != "_self_"]
+    return OmegaConf.merge(*(load_regime(parent) for parent in parents), regime)
+
+
 def pretrain_recipe(cfg: DictConfig) -> DictConfig:
     """The pre-training regime that makes this config's base.
 
-    A ``regime=pretrain`` run uses its own (possibly overridden) regime; any other regime's
-    base is made with ``conf/regime/pretrain.yaml`` as shipped.
+    A run that trains a base uses its own (possibly overridden) regime; any other regime's
+    base is made with ``conf/regime/<base.recipe>.yaml`` as shipped.
     """
-    if cfg.regime.name == "pretrain":
+    if trains_base(cfg):
         return cfg.regime
-    return OmegaConf.load(CONF_DIR / "regime" / "pretrain.yaml")
+    return load_regime(cfg.base.get("recipe", "pretrain"))
 
 
 def base_seed(cfg: DictConfig) -> int:
     """Seed of the base: the run's seed when pretraining, ``base.seed`` otherwise."""
-    return cfg.seed if cfg.regime.name == "pretrain" else cfg.base.seed
+    return cfg.seed if trains_base(cfg) else cfg.base.seed
 
 
 def base_key(cfg: DictConfig) -> str:
     """12-hex-digit cache key of the base this config trains or needs."""
     recipe = pretrain_recipe(cfg)
     trainer = {k: cfg.trainer.get(k) for k in _KEYED_TRAINER_FIELDS}
-    if cfg.regime.name != "pretrain":  # the build inherits the recipe's step limits
+    if not trains_base(cfg):  # the build inherits the recipe's step limits
         trainer.update(max_steps=recipe.max_steps, max_epochs=recipe.max_epochs)
     material = {
         "format_version": BASE_FORMAT_VERSION,

@@ -280,6 +280,11 @@ class TaskItem:
     correct: str
     wrong: str
 
+    @property
+    def candidates(self) -> tuple[str, str]:
+        """The candidates to score, the correct one first."""
+        return self.correct, self.wrong
+
 
 def task_items(sentences: list[Sentence]) -> list[TaskItem]:
     """Irregular-verb task items from the past-simple and past-participle sentences.

@@ -9,6 +9,7 @@ Every evaluation batch says what it measures in ``batch["kind"]``:
 
 from __future__ import annotations
 
+import random
 from dataclasses import asdict
 from functools import cached_property
 
@@ -16,7 +17,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from minituner.corpus import CorpusConfig, TaskItem, VerbCorpus, generate_corpus, task_items
+from minituner.corpus import CorpusConfig, VerbCorpus, generate_corpus, task_items
 from minituner.model import IGNORE_INDEX
 from minituner.tokenizer import ByteTokenizer
 
@@ -27,26 +28,31 @@ class LanguageModelingDataset(Dataset):
     Each example is ``(prompt, text)`` where ``text`` starts with ``prompt``: the prompt's
     tokens are inputs only (their targets are ignored, like the padding), so the loss and the
     perplexity cover what the model has to produce, not what it is given. For the verb corpus
-    the prompt is the lemma cue (``"go: "``).
+    the prompt is the lemma cue (``"go: "``), for instruction data the formatted prompt.
+
+    Args:
+        pack: Concatenate the examples (each BOS ... EOS) into one stream cut into full windows
+            of ``block_size``, instead of one padded row per example: every position of a
+            long-context model then trains, whatever the length of the sentences.
     """
 
-    def __init__(self, examples: list[tuple[str, str]], tokenizer: ByteTokenizer, block_size: int, kind: str):
+    def __init__(
+        self, examples: list[tuple[str, str]], tokenizer: ByteTokenizer, block_size: int, kind: str, pack: bool = False
+    ):
         self.kind = kind
-        rows = torch.full((len(examples), block_size + 1), tokenizer.pad_id, dtype=torch.long)
-        targets = torch.full((len(examples), block_size), IGNORE_INDEX, dtype=torch.long)
-        for i, (prompt, text) in enumerate(examples):
-            ids = tokenizer.encode(text, bos=True, eos=True)
-            if len(ids) > block_size + 1:
-                raise ValueError(
-                    f"sentence {text!r} is {len(ids)} tokens with BOS/EOS; "
-                    f"model.block_size={block_size} fits at most {block_size + 1}"
-                )
+        sequences = [_labelled_ids(prompt, text, tokenizer, block_size) for prompt, text in examples]
+        if pack:  # windows of block_size + 1 tokens that overlap by one: each token is a target once
+            ids = [i for sequence, _ in sequences for i in sequence]
+            labels = [label for _, sequence_labels in sequences for label in sequence_labels]
+            starts = range(0, max(len(ids) - 1, 1), block_size)
+            sequences = [(ids[k : k + block_size + 1], labels[k : k + block_size + 1]) for k in starts]
+        rows = torch.full((len(sequences), block_size + 1), tokenizer.pad_id, dtype=torch.long)
+        row_labels = torch.full((len(sequences), block_size + 1), IGNORE_INDEX, dtype=torch.long)
+        for i, (ids, labels) in enumerate(sequences):
             rows[i, : len(ids)] = torch.tensor(ids)
-            given = 1 + len(tokenizer.encode(prompt))  # BOS + prompt
-            # position t predicts token t+1, so targets start at position given-1
-            targets[i, given - 1 : len(ids) - 1] = torch.tensor(ids[given:])
+            row_labels[i, : len(labels)] = torch.tensor(labels)
         self.inputs = rows[:, :-1]
-        self.targets = targets
+        self.targets = row_labels[:, 1:]  # position t predicts token t+1
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -60,21 +66,40 @@ class LanguageModelingDataset(Dataset):
         return {"kind": self.kind, "input_ids": torch.stack(inputs), "targets": torch.stack(targets)}
 
 
+def _labelled_ids(prompt: str, text: str, tokenizer: ByteTokenizer, block_size: int) -> tuple[list[int], list[int]]:
+    """BOS + ``text`` + EOS as ids, and the same ids with the BOS and prompt tokens ignored."""
+    ids = tokenizer.encode(text, bos=True, eos=True)
+    if len(ids) > block_size + 1:
+        raise ValueError(
+            f"sentence {text!r} is {len(ids)} tokens with BOS/EOS; "
+            f"model.block_size={block_size} fits at most {block_size + 1}"
+        )
+    given = 1 + len(tokenizer.encode(prompt))  # BOS + prompt
+    return ids, [IGNORE_INDEX] * given + ids[given:]
+
+
 class TaskDataset(Dataset):
-    """Task items as two scored sequences each: BOS + context + candidate.
+    """Choice items as K scored sequences each: BOS + context + candidate (the correct one first).
 
     Targets are ``IGNORE_INDEX`` everywhere except on the candidate's tokens, so the summed
-    log-probability of the targets is the candidate's score given its context.
+    log-probability of the targets is the candidate's score given its context. Items are
+    anything with ``context`` and ``candidates`` (``TaskItem``: the correct and the
+    over-regularised verb form; instruction labels: the record's label, then the others).
+
+    Args:
+        eos: Score an end-of-text token after each candidate too, so a candidate must also be
+            the complete answer (instruction labels), not only its beginning.
     """
 
-    def __init__(self, items: list[TaskItem], tokenizer: ByteTokenizer, block_size: int):
-        self.kind = "task"
-        self.inputs = torch.full((len(items), 2, block_size), tokenizer.pad_id, dtype=torch.long)
-        self.targets = torch.full((len(items), 2, block_size), IGNORE_INDEX, dtype=torch.long)
+    def __init__(self, items: list, tokenizer: ByteTokenizer, block_size: int, kind: str = "task", eos: bool = False):
+        self.kind = kind
+        choices = len(items[0].candidates) if items else 2
+        self.inputs = torch.full((len(items), choices, block_size), tokenizer.pad_id, dtype=torch.long)
+        self.targets = torch.full((len(items), choices, block_size), IGNORE_INDEX, dtype=torch.long)
         for i, item in enumerate(items):
             context = tokenizer.encode(item.context, bos=True)
-            for j, candidate in enumerate((item.correct, item.wrong)):
-                ids = context + tokenizer.encode(candidate)
+            for j, candidate in enumerate(item.candidates):
+                ids = context + tokenizer.encode(candidate, eos=eos)
                 if len(ids) > block_size + 1:
                     raise ValueError(
                         f"task item {item.context!r}+{candidate!r} does not fit model.block_size={block_size}"
@@ -102,6 +127,8 @@ class VerbDataModule(L.LightningDataModule):
         eval_batch_size: Batch size of validation and test loaders.
         num_workers: DataLoader worker processes.
         seed: Seed of the training shuffle.
+        pack: Pack the training sentences into full windows (``LanguageModelingDataset``),
+            in an order shuffled with ``seed``; needed to train a long-context base.
     """
 
     train_split: str | None = None
@@ -117,6 +144,7 @@ class VerbDataModule(L.LightningDataModule):
         eval_batch_size: int = 256,
         num_workers: int = 0,
         seed: int = 0,
+        pack: bool = False,
     ):
         super().__init__()
         self.corpus_config = corpus if isinstance(corpus, CorpusConfig) else CorpusConfig(**corpus)
@@ -126,6 +154,7 @@ class VerbDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.pack = pack
         self.save_hyperparameters({"corpus": asdict(self.corpus_config), "batch_size": batch_size})
 
     @cached_property
@@ -162,7 +191,12 @@ class VerbDataModule(L.LightningDataModule):
         """Shuffled (seeded) loader over the training split."""
         if self.train_split is None:
             raise RuntimeError(f"{type(self).__name__} has no training split")
-        return self._loader(self._lm(self.train_split, "lm"), shuffle=True)
+        if not self.pack:
+            return self._loader(self._lm(self.train_split, "lm"), shuffle=True)
+        examples = self.corpus.prompted_texts(self.train_split)
+        random.Random(self.seed).shuffle(examples)  # windows mix verbs and forms, not one verb each
+        packed = LanguageModelingDataset(examples, self.tokenizer, self.block_size, "lm", pack=True)
+        return self._loader(packed, shuffle=True)
 
     def val_dataloader(self) -> list[DataLoader]:
         """Loaders of the regime's held-out text, the control set and the task items."""

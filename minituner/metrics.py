@@ -29,20 +29,20 @@ def summed_target_logprob(logits: torch.Tensor, targets: torch.Tensor) -> torch.
 def candidate_preferences(
     model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
 ) -> torch.Tensor:
-    """Whether the model scores the correct candidate above the wrong one, per task item.
+    """Whether the model scores the correct candidate above every other one, per item.
 
     Args:
         model: A MiniGPT (or anything with the same ``forward``).
-        inputs: (B, 2, T) ids; index 0 holds context + correct form, index 1 context + wrong.
-        targets: (B, 2, T) targets, ``IGNORE_INDEX`` except on the candidate tokens.
+        inputs: (B, K, T) ids; index 0 holds context + correct candidate, 1..K-1 the others.
+        targets: (B, K, T) targets, ``IGNORE_INDEX`` except on the candidate tokens.
 
     Returns:
-        (B,) boolean tensor, True where correct beats wrong.
+        (B,) boolean tensor, True where the correct candidate beats all others (ties lose).
     """
-    batch, pair, seq = inputs.shape
-    logits, _ = model(inputs.view(batch * pair, seq))
-    scores = summed_target_logprob(logits, targets.view(batch * pair, seq)).view(batch, pair)
-    return scores[:, 0] > scores[:, 1]
+    batch, choices, seq = inputs.shape
+    logits, _ = model(inputs.view(batch * choices, seq))
+    scores = summed_target_logprob(logits, targets.view(batch * choices, seq)).view(batch, choices)
+    return scores[:, 0] > scores[:, 1:].max(dim=1).values
 
 
 def relative_drift(before: float, after: float) -> float:
@@ -56,4 +56,9 @@ def evaluation_metrics() -> dict[str, Metric]:
         "ppl": Perplexity(ignore_index=IGNORE_INDEX),
         "regular_ppl": Perplexity(ignore_index=IGNORE_INDEX),
         "irregular_acc": MeanMetric(),
+        "label_acc": MeanMetric(),
     }
+
+
+# batch kind of a choice dataset -> the accuracy it is logged as
+CHOICE_METRICS = {"task": "irregular_acc", "labels": "label_acc"}

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from minituner.metrics import candidate_preferences, evaluation_metrics
+from minituner.metrics import CHOICE_METRICS, candidate_preferences, evaluation_metrics
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -49,9 +49,10 @@ class MiniGPTModule(L.LightningModule):
     def _eval_step(self, stage: str, batch: dict) -> None:
         metrics = self.stage_metrics[stage]
         inputs, targets = batch["input_ids"], batch["targets"]
-        if batch["kind"] == "task":
-            metrics["irregular_acc"].update(candidate_preferences(self.model, inputs, targets).float())
-            self.log(f"{stage}/irregular_acc", metrics["irregular_acc"], add_dataloader_idx=False)
+        if batch["kind"] in CHOICE_METRICS:
+            name = CHOICE_METRICS[batch["kind"]]
+            metrics[name].update(candidate_preferences(self.model, inputs, targets).float())
+            self.log(f"{stage}/{name}", metrics[name], add_dataloader_idx=False)
             return
         logits, loss = self.model(inputs, targets)
         name = "ppl" if batch["kind"] == "lm" else "regular_ppl"

@@ -33,6 +33,8 @@ GOAL_MAX_DRIFT = 0.05  # ... with the control perplexity up <= 5%
 METRIC_KEYS = (
     "base_irregular_acc",
     "irregular_acc",
+    "base_label_acc",
+    "label_acc",
     "base_regular_ppl",
     "regular_ppl",
     "regular_ppl_drift",
@@ -44,6 +46,11 @@ METRIC_KEYS = (
     "train_steps",
     "train_seconds",
 )
+
+
+def task_metric(metrics: dict) -> str:
+    """The accuracy a job is judged by: ``label_acc`` for instruction labels, else the verb task's."""
+    return "label_acc" if "label_acc" in metrics else "irregular_acc"
 
 
 @dataclass
@@ -116,8 +123,9 @@ def swept_keys(jobs: list[Job]) -> list[str]:
 def derived(metrics: dict) -> dict:
     """Figures computed from a job's metrics: accuracy gain, trainable share, the phase's goals."""
     out = {}
-    if "irregular_acc" in metrics and "base_irregular_acc" in metrics:
-        out["acc_gain_points"] = 100 * (metrics["irregular_acc"] - metrics["base_irregular_acc"])
+    task = task_metric(metrics)
+    if task in metrics and f"base_{task}" in metrics:
+        out["acc_gain_points"] = 100 * (metrics[task] - metrics[f"base_{task}"])
     if "trainable_params" in metrics and metrics.get("total_params"):
         out["trainable_fraction"] = metrics["trainable_params"] / metrics["total_params"]
     if "acc_gain_points" in out and "regular_ppl_drift" in metrics:
@@ -160,7 +168,8 @@ def markdown_table(jobs: list[Job]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for job in jobs:
         m, d = job.metrics, derived(job.metrics)
-        accuracy = f"{_pct(m.get('base_irregular_acc'))} -> {_pct(m.get('irregular_acc'))}"
+        task = task_metric(m)
+        accuracy = f"{_pct(m.get(f'base_{task}'))} -> {_pct(m.get(task))}"
         gain = f"{d['acc_gain_points']:+.1f} pts" if "acc_gain_points" in d else "-"
         trainable = (
             f"{m['trainable_params']:,} ({_pct(d['trainable_fraction'], 2)})" if "trainable_fraction" in d else "-"
@@ -174,7 +183,7 @@ def markdown_table(jobs: list[Job]) -> str:
 
 def findings(jobs: list[Job]) -> list[str]:
     """Sentences read off the table: the most accurate job, the cheapest one that meets the goals."""
-    done = [j for j in jobs if "irregular_acc" in j.metrics]
+    done = [j for j in jobs if task_metric(j.metrics) in j.metrics]
     if not done:
         return ["No job has finished yet."]
     keys = swept_keys(jobs)
@@ -182,8 +191,8 @@ def findings(jobs: list[Job]) -> list[str]:
     def label(job: Job) -> str:
         return ", ".join(f"{k}={job.value(k)}" for k in keys) or f"job {job.num}"
 
-    best = max(done, key=lambda j: j.metrics["irregular_acc"])
-    lines = [f"Highest task accuracy: {label(best)} ({_pct(best.metrics['irregular_acc'])})."]
+    best = max(done, key=lambda j: j.metrics[task_metric(j.metrics)])
+    lines = [f"Highest task accuracy: {label(best)} ({_pct(best.metrics[task_metric(best.metrics)])})."]
     meeting = [j for j in done if derived(j.metrics).get("meets_goals")]
     if meeting:
         cheapest = min(meeting, key=lambda j: j.metrics.get("trainable_params", 0))
@@ -201,10 +210,10 @@ def findings(jobs: list[Job]) -> list[str]:
 
 def plot_sweep(jobs: list[Job], path: Path) -> None:
     """Task accuracy, control drift and trainable parameters per job, against rank when rank is swept."""
-    done = [j for j in jobs if "irregular_acc" in j.metrics]
+    done = [j for j in jobs if task_metric(j.metrics) in j.metrics]
     keys = swept_keys(jobs)
     panels = [
-        ("task accuracy (%)", lambda m: 100 * m["irregular_acc"]),
+        ("task accuracy (%)", lambda m: 100 * m[task_metric(m)]),
         ("control ppl drift (%)", lambda m: 100 * m["regular_ppl_drift"] if "regular_ppl_drift" in m else None),
         ("trainable parameters", lambda m: m["trainable_params"]),
     ]
@@ -218,7 +227,7 @@ def plot_sweep(jobs: list[Job], path: Path) -> None:
             axes.bar(labels, [value(j.metrics) or 0 for j in done])
             axes.tick_params(axis="x", labelrotation=30)
         axes.set_title(title)
-    bases = [j.metrics["base_irregular_acc"] for j in done if "base_irregular_acc" in j.metrics]
+    bases = [j.metrics[f"base_{task_metric(j.metrics)}"] for j in done if f"base_{task_metric(j.metrics)}" in j.metrics]
     if bases:  # every job of a sweep over one base starts from the same accuracy
         all_axes[0].axhline(100 * bases[0], linestyle=":", color="black", label="base")
     all_axes[1].axhline(100 * GOAL_MAX_DRIFT, linestyle=":", color="red", label="goal (max)")
@@ -263,7 +272,8 @@ Generated from the jobs' `metrics.json` by `minituner/sweep_report.py` (refreshe
 and at the end of the sweep; `minituner-sweep-report {sweep_dir}` rebuilds it). Do not edit by hand.
 {command}
 {len(jobs)} job(s), {done} completed. Task accuracy: the tuned model scores the correct irregular
-past form above the regularized one (test split); control drift: relative change of the regular-verb
+past form above the regularized one (test split), or with instruction data (`data.labels`) the
+record's own label above the others (held-out records); control drift: relative change of the regular-verb
 test perplexity from the base; goals: gain >= {GOAL_GAIN_POINTS:.0f} points and drift <= {GOAL_MAX_DRIFT:.0%}.
 
 {markdown_table(jobs)}

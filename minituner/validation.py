@@ -9,9 +9,10 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from minituner.base_store import base_dir_for
+from minituner.base_store import CONF_DIR, base_dir_for, load_regime
 from minituner.config_nodes import lora_config, model_config
 from minituner.data import DATAMODULES
+from minituner.instruction_data import DataFileError, read_records, split_records
 from minituner.lora_inject import select_targets
 from minituner.model import MiniGPT
 from minituner.quant_linear import SCHEMES
@@ -98,9 +99,47 @@ def lora_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def data_problems(cfg: DictConfig) -> list[str]:
+    """Problems with instruction data (``data=jsonl``): its settings, then every record of its file."""
+    if "path" not in list(cfg.data):  # (`in` on the node is False for an unset ??? value)
+        return []
+    problems = []
+    if OmegaConf.is_missing(cfg.data, "path"):
+        problems.append("data.path is not set: give the JSON-lines file, e.g. data.path=my_data.jsonl")
+    fraction = cfg.data.get("val_fraction")
+    if not isinstance(fraction, float | int) or isinstance(fraction, bool) or not 0 < fraction < 1:
+        problems.append(f"data.val_fraction={fraction!r} is not allowed: must be a number in (0, 1)")
+    labels = cfg.data.get("labels")
+    if labels is not None and (
+        not OmegaConf.is_list(labels) or len(set(labels)) < 2 or not all(isinstance(x, str) and x for x in labels)
+    ):
+        problems.append(
+            f"data.labels={labels!r} is not allowed: must be null or a list of 2+ distinct non-empty strings"
+        )
+    if problems or model_problems(cfg.model) or not cfg.regime.get("needs_base"):
+        return problems  # records are read for fine-tuning only, against a valid context length
+    try:
+        records = read_records(cfg.data.path, cfg.model.block_size, labels and list(labels))
+        split_records(records, fraction, cfg.data.split_seed)
+    except DataFileError as error:
+        problems += error.problems
+    return problems
+
+
+def base_recipe_problems(cfg: DictConfig) -> list[str]:
+    """``base.recipe`` must name a shipped regime that trains from scratch."""
+    recipe = OmegaConf.select(cfg, "base.recipe")
+    options = sorted(p.stem for p in (CONF_DIR / "regime").glob("*.yaml"))
+    from_scratch = [name for name in options if load_regime(name).get("needs_base") is False]
+    if recipe not in from_scratch:
+        return [f"base.recipe={recipe!r} is not allowed: must be one of {from_scratch} (regimes that pretrain a base)"]
+    return []
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise one ``ConfigError`` listing every problem of ``cfg``; return if there is none."""
     problems = model_problems(cfg.model) + regime_problems(cfg.regime) + lora_problems(cfg)
+    problems += data_problems(cfg) + base_recipe_problems(cfg)
     scheme = OmegaConf.select(cfg, "quant.scheme")
     if scheme not in ("none", *SCHEMES):
         problems.append(f"quant.scheme={scheme!r} is not allowed: must be one of {['none', *SCHEMES]}")
