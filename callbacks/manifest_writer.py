@@ -3,7 +3,8 @@
 At the start: the composed config and the overrides, the seed, package versions, the git
 commit and dirty flag, the host, and the SHA-256 of the base weights. At the end: the
 adapter's (or model's) SHA-256, the final metrics and the artifact paths, and
-``status: completed`` — or ``status: failed`` with the error when the run raises. Every write
+``status: completed`` (``interrupted`` when a signal stopped training early, see
+``callbacks/graceful_stop.py``) — or ``status: failed`` with the error when the run raises. Every write
 is atomic, so the file is always a complete JSON document.
 """
 
@@ -58,7 +59,7 @@ class ManifestWriter(L.Callback, RunHooks):
             "model": (metrics.get("model_dir"), metrics.get("model_sha256")),
         }
         self.manifest.update(
-            status="completed",
+            status="interrupted" if "stopped_by_signal" in metrics else "completed",
             finished_at=_now(),
             metrics=metrics,
             artifacts={k: {"path": p, "sha256": h} for k, (p, h) in trained.items() if p},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from minituner.adapter_io import save_adapter
-from minituner.artifacts import write_json_atomic
+from minituner.artifacts import exclusive_lock, write_json_atomic
 from minituner.base_store import (
     CONF_DIR,
     LoadedBase,
@@ -39,6 +40,19 @@ from minituner.validation import ConfigError, validate_config
 log = logging.getLogger(__name__)
 
 
+class RunInterrupted(RuntimeError):
+    """A signal ended a run whose result cannot be kept (an unfinished base)."""
+
+    def __init__(self, signal_name: str, message: str):
+        self.signal_name = signal_name
+        super().__init__(message)
+
+
+def interrupted_exit_code(signal_name: str) -> int:
+    """The shell's convention for a process ended by a signal: 128 + its number."""
+    return 128 + signal.Signals[signal_name].value
+
+
 def _test_metrics(trainer: L.Trainer, module: MiniGPTModule, datamodule) -> dict[str, float]:
     trainer.test(module, datamodule=datamodule, verbose=False)
     return {
@@ -48,7 +62,7 @@ def _test_metrics(trainer: L.Trainer, module: MiniGPTModule, datamodule) -> dict
     }
 
 
-def build_base(cfg: DictConfig) -> LoadedBase:
+def build_base(cfg: DictConfig) -> None:
     """Pretrain the base this fine-tuning config needs, with the shipped recipe.
 
     The build runs as its own ``regime=pretrain`` training in ``<run dir>/base_build``, with the
@@ -66,7 +80,6 @@ def build_base(cfg: DictConfig) -> LoadedBase:
         build_cfg.paths.output_dir = str(Path(cfg.paths.output_dir) / "base_build")
     log.info("no base at %s: pretraining it first", base_dir_for(cfg))
     train(build_cfg)
-    return load_base(base_dir_for(cfg), model_config(cfg))
 
 
 def prepare_model(cfg: DictConfig) -> tuple[MiniGPT, LoadedBase | None]:
@@ -75,8 +88,12 @@ def prepare_model(cfg: DictConfig) -> tuple[MiniGPT, LoadedBase | None]:
         L.seed_everything(cfg.seed, workers=True)
         return MiniGPT(model_config(cfg)), None
     directory = base_dir_for(cfg)
-    has_base = (directory / "config.json").is_file()
-    base = load_base(directory, model_config(cfg)) if has_base else build_base(cfg)
+    if not (directory / "config.json").is_file():
+        # parallel sweep jobs that need the same missing base: the first builds it, the rest wait
+        with exclusive_lock(directory.with_name(f".{directory.name}.lock")):
+            if not (directory / "config.json").is_file():
+                build_base(cfg)
+    base = load_base(directory, model_config(cfg))
     L.seed_everything(cfg.seed, workers=True)
     return base.model, base
 
@@ -195,6 +212,12 @@ def _run(cfg: DictConfig, callbacks: list, run: RunContext) -> dict:
     for callback in callbacks:
         if isinstance(callback, RunHooks):
             metrics.update(callback.run_metrics())
+    if base is None and "stopped_by_signal" in metrics:  # a half-trained base must not enter the cache
+        raise RunInterrupted(
+            metrics["stopped_by_signal"],
+            f"pretraining stopped by {metrics['stopped_by_signal']} at step {trainer.global_step}: "
+            "the base is not cached; run again to build it",
+        )
     metrics.update(_test_metrics(trainer, module, datamodule))
     # quantized weights are buffers, not parameters: count them so totals compare across regimes
     metrics["total_params"] = model.num_parameters() + sum(r["weights"] for r in quantized_rows(model))
@@ -218,10 +241,15 @@ def _overrides() -> list[str]:
 def main(cfg: DictConfig) -> None:
     """Console entry point ``minituner-train``."""
     try:
-        train(cfg)
+        metrics = train(cfg)
     except ConfigError as error:
         log.error("%s", error)
         sys.exit(2)
+    except RunInterrupted as error:
+        log.error("%s", error)
+        sys.exit(interrupted_exit_code(error.signal_name))
+    if "stopped_by_signal" in metrics:  # saved, but unfinished: tell the caller (a scheduler, a shell)
+        sys.exit(interrupted_exit_code(metrics["stopped_by_signal"]))
 
 
 if __name__ == "__main__":

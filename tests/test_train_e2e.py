@@ -32,6 +32,12 @@ def artifact_set(directory: Path) -> set[str]:
     return {re.sub(r"events\.out\.tfevents\..*", "events", n) for n in names}
 
 
+def cached_bases(tmp_path: Path) -> list[Path]:
+    """The base directories in the cache (not the hidden lock files beside them)."""
+    cache = tmp_path / "outputs/bases"
+    return [p for p in cache.iterdir() if not p.name.startswith(".")] if cache.exists() else []
+
+
 def read_metrics(directory: Path) -> dict:
     return json.loads((directory / "metrics.json").read_text())
 
@@ -78,7 +84,22 @@ def test_finetune_builds_the_missing_base_once_and_is_reproducible(tmp_path):
     for metrics in (a, b):
         metrics.pop("train_seconds"), metrics.pop("model_dir")
     assert a == b
-    assert len(list((tmp_path / "outputs" / "bases").iterdir())) == 1
+    assert len(cached_bases(tmp_path)) == 1
+
+
+def test_parallel_runs_needing_the_same_missing_base_build_it_once(tmp_path):
+    def start(run: str) -> subprocess.Popen:
+        command = [SCRIPT, f"hydra.run.dir={tmp_path}/{run}", f"paths.outputs_dir={tmp_path}/outputs", *QUICK]
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    runs = {name: start(name) for name in ("a", "b")}
+    for process in runs.values():
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-2000:]
+    builders = [name for name in runs if (tmp_path / name / "base_build").exists()]
+    assert len(builders) == 1  # the other waited on the lock, then loaded the same base
+    assert read_metrics(tmp_path / "a")["base_sha256"] == read_metrics(tmp_path / "b")["base_sha256"]
+    assert len(cached_bases(tmp_path)) == 1
 
 
 def test_lora_run_writes_a_peft_adapter_and_the_same_seed_gives_the_same_adapter(tmp_path):
@@ -123,7 +144,7 @@ def test_fast_dev_run_leaves_the_exact_artifacts_and_a_separate_base(tmp_path):
     assert done.returncode == 0, done.stderr
     # fast_dev_run turns the loggers off, so there are no TensorBoard events
     assert artifact_set(tmp_path / "dev") == RUN_FILES | ADAPTER_FILES | BUILD_FILES
-    (base,) = (tmp_path / "outputs" / "bases").iterdir()
+    (base,) = cached_bases(tmp_path)
     assert base.name.endswith("-devrun")  # a smoke-test base never poisons the real cache
 
 

@@ -1,0 +1,56 @@
+"""SIGTERM / SIGINT during training: the step finishes, the artifacts are saved, the exit code says why."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import QUICK
+from safetensors.torch import load_file
+from test_train_e2e import SCRIPT, cached_bases, read_metrics, run_cli
+
+LONG = [o for o in QUICK if not o.startswith("trainer.max_steps")] + ["trainer.max_steps=1000000"]
+
+
+def start_and_signal(tmp_path: Path, run: str, signum: signal.Signals, *overrides: str) -> subprocess.Popen:
+    """Start a run that would train for a very long time, signal it once training has begun."""
+    command = [SCRIPT, f"hydra.run.dir={tmp_path}/{run}", f"paths.outputs_dir={tmp_path}/outputs", *overrides]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lightning_logs = tmp_path / run / "tensorboard"
+    deadline = time.monotonic() + 120
+    while not lightning_logs.exists() and time.monotonic() < deadline:  # events appear when fit logs
+        time.sleep(0.2)
+    time.sleep(1.0)  # some steps into fit
+    process.send_signal(signum)
+    process.wait(timeout=120)
+    return process
+
+
+def test_sigterm_finishes_the_step_saves_the_adapter_and_exits_143(tmp_path):
+    pre = run_cli(tmp_path, "pre", "regime=pretrain", *QUICK)
+    assert pre.returncode == 0, pre.stderr
+    base = read_metrics(tmp_path / "pre")["base_dir"]
+
+    process = start_and_signal(tmp_path, "run", signal.SIGTERM, f"base.path={base}", "evaluate_base=false", *LONG)
+
+    assert process.returncode == 128 + signal.SIGTERM, process.stderr.read()[-2000:]
+    metrics = read_metrics(tmp_path / "run")
+    assert metrics["stopped_by_signal"] == "SIGTERM" and 0 < metrics["train_steps"] < 1_000_000
+    assert "irregular_acc" in metrics  # tested as usual after the early end
+    adapter = load_file(tmp_path / "run/adapter/adapter_model.safetensors")  # whole and loadable
+    assert adapter and metrics["adapter_sha256"]
+    assert json.loads((tmp_path / "run/manifest.json").read_text())["status"] == "interrupted"
+
+
+def test_an_interrupted_pretraining_caches_no_base(tmp_path):
+    process = start_and_signal(tmp_path, "pre", signal.SIGINT, "regime=pretrain", *LONG)
+
+    assert process.returncode == 128 + signal.SIGINT
+    assert not cached_bases(tmp_path)
+    manifest = json.loads((tmp_path / "pre/manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    assert manifest["error"]["message"].startswith("pretraining stopped by SIGINT at step")
+    assert "the base is not cached" in (tmp_path / "pre/train.log").read_text()
