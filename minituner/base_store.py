@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from minituner.artifacts import sha256_file, write_directory_atomic, write_json_atomic
@@ -153,5 +154,8 @@ def load_base(directory: Path, expected: MiniGPTConfig | None = None) -> LoadedB
         )
     ByteTokenizer.load(directory / TOKENIZER_FILE)
     model = MiniGPT(stored)
-    load_model(model, str(directory / WEIGHTS_FILE), strict=True)
+    try:  # safetensors only: a tensor file cannot run code the way a pickle can
+        load_model(model, str(directory / WEIGHTS_FILE), strict=True)
+    except (SafetensorError, RuntimeError) as error:
+        raise ValueError(f"{directory / WEIGHTS_FILE} is not a valid weights file for this model: {error}") from error
     return LoadedBase(model, directory, digest, metadata)
