@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from minituner.artifacts import sha256_file, write_directory_atomic, write_json_atomic
+from minituner.artifacts import readable_directory, sha256_file, write_directory_atomic, write_json_atomic
 from minituner.lora import lora_layers
 from minituner.lora_inject import LAYERS_PATTERN, LoRAConfig, inject_lora
 
@@ -156,7 +156,7 @@ def read_adapter(directory: Path) -> Adapter:
         AdapterError: Missing or unreadable files, unknown or unsupported config fields,
             invalid LoRA values, a truncated or corrupt safetensors file, NaN/Inf tensors.
     """
-    directory = Path(directory)
+    directory = readable_directory(directory)
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     for path in (config_path, weights_path):
         if not path.is_file():

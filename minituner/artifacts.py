@@ -16,6 +16,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Re-raise any ``OSError`` of the block as one that names ``path`` (full disk, read-only dir...)."""
+    try:
+        yield
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise OSError(error.errno, f"could not write {path}: {reason}") from error
+
+
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Produce ``path`` by calling ``write(tmp_path)`` and renaming the result into place.
 
@@ -27,23 +37,22 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         OSError: Naming ``path`` when the write or rename fails; the previous file is intact.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual file mode
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        if isinstance(error, OSError):
-            raise OSError(error.errno, f"could not write {path}: {error.strerror}") from error
-        raise
-    _fsync_directory(path.parent)
+    with _naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual file mode
+            write(tmp)
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        _fsync_directory(path.parent)
 
 
 def current_umask() -> int:
@@ -61,25 +70,44 @@ def write_directory_atomic(directory: Path, fill: Callable[[Path], None]) -> Non
     write leaves the previous directory or the new one, never a half-written one.
     """
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700
-    try:
-        fill(staging)
-        for path in staging.iterdir():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.rename(directory, old)
-            os.rename(staging, directory)
-            shutil.rmtree(old)
-        else:
-            os.rename(staging, directory)
-        _fsync_directory(directory.parent)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with _naming(directory):
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        previous = _previous_version(directory)
+        if not directory.exists() and previous.exists():  # an earlier swap was cut between its renames
+            os.rename(previous, directory)
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700
+            fill(staging)
+            for path in staging.iterdir():
+                with open(path, "rb") as handle:
+                    os.fsync(handle.fileno())
+            if directory.exists():
+                shutil.rmtree(previous, ignore_errors=True)
+                os.rename(directory, previous)
+                os.rename(staging, directory)
+                shutil.rmtree(previous)
+            else:
+                os.rename(staging, directory)
+            _fsync_directory(directory.parent)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _previous_version(directory: Path) -> Path:
+    return directory.with_name(f".{directory.name}.old")
+
+
+def readable_directory(directory: Path) -> Path:
+    """``directory``, or its previous complete version when a write was killed mid-swap.
+
+    ``write_directory_atomic`` moves the old directory aside, then renames the new one in; a kill
+    between the two renames leaves only the old one, under ``.<name>.old``. Readers use this so
+    they still find it (the next write puts it back in place).
+    """
+    directory = Path(directory)
+    previous = _previous_version(directory)
+    return previous if not directory.exists() and previous.exists() else directory
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
-from minituner.artifacts import sha256_file, write_directory_atomic, write_json_atomic
+from minituner.artifacts import readable_directory, sha256_file, write_directory_atomic, write_json_atomic
 from minituner.config_nodes import model_config
 from minituner.model import MiniGPT, MiniGPTConfig
 from minituner.tokenizer import ByteTokenizer
@@ -130,7 +130,7 @@ def load_base(directory: Path, expected: MiniGPTConfig | None = None) -> LoadedB
         ValueError: Unreadable config, a shape mismatch (each differing key listed) or a
             weights hash that does not match the one recorded.
     """
-    directory = Path(directory)
+    directory = readable_directory(directory)
     for name in (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE):
         if not (directory / name).is_file():
             raise FileNotFoundError(f"base checkpoint {directory} has no {name}")
