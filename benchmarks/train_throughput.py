@@ -1,0 +1,203 @@
+"""Training step time of minituner against a plain PyTorch loop and PEFT, on CPU. Prints JSON.
+
+For the default MiniGPT and the ~100M preset (``conf/model/minigpt_100m.yaml``, random weights),
+and for full fine-tuning, LoRA (the default: r=8 on the MLP linears) and QLoRA (the same on an
+NF4 + double-quantized base), times in one process, on the same model and the same batch:
+
+* ``plain``: a hand-written loop (forward, backward, clip the gradient norm to 1, AdamW step,
+  zero the gradients);
+* ``minituner``: the Lightning Trainer with minituner's LightningModule and its per-step
+  callback (the NaN guard), timed between consecutive batch starts, so data fetching, hooks
+  and logging count;
+* ``peft``: when ``peft`` is installed, PEFT's LoRA on the same MiniGPT in the plain loop.
+
+Median step time over the timed steps (after warm-up), tokens per second, and the ratios the
+goals are about: minituner / plain (framework overhead, goal <= 1.10 at ~100M), LoRA minituner /
+PEFT (goal <= 1.0), QLoRA / LoRA (goal <= 1.10 at ~100M on CPU).
+
+    .venv/bin/python benchmarks/train_throughput.py [--models minigpt minigpt_100m] [--steps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from functools import partial
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+from callbacks.nan_guard import NaNGuard
+from minituner.base_store import CONF_DIR
+from minituner.lora_inject import LoRAConfig, inject_lora
+from minituner.model import MiniGPT, MiniGPTConfig
+from minituner.module import MiniGPTModule
+from minituner.quant_linear import quantize_model
+
+try:
+    import peft
+except ImportError:  # optional reference
+    peft = None
+
+# batch (sequences x tokens) per model: the default's real training batch; a CPU-sized one at ~100M
+BATCHES = {"minigpt": (32, 64), "minigpt_100m": (4, 128)}
+LORA = LoRAConfig(r=8, alpha=16, dropout=0.05, target_modules="mlp", seed=0)
+
+
+def shape(name: str) -> MiniGPTConfig:
+    fields = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml"))
+    fields.pop("name")
+    return MiniGPTConfig(**fields)
+
+
+def build(config: MiniGPTConfig, regime: str) -> MiniGPT:
+    """A seeded model set up for ``regime``: full, lora or qlora."""
+    torch.manual_seed(0)
+    model = MiniGPT(config)
+    if regime == "qlora":
+        quantize_model(model, "nf4_dq")
+    if regime in ("lora", "qlora"):
+        inject_lora(model, LORA)
+    return model.train()
+
+
+def fixed_batch(config: MiniGPTConfig, batch: int, seq: int) -> dict:
+    ids = torch.randint(0, 256, (batch, seq + 1), generator=torch.Generator().manual_seed(1))
+    return {"kind": "lm", "input_ids": ids[:, :-1].contiguous(), "targets": ids[:, 1:].contiguous()}
+
+
+def optimizer_for(model: torch.nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+
+def plain_loop(model: torch.nn.Module, batch: dict, warmup: int, steps: int, forward=None) -> list[float]:
+    """Seconds per step of the hand-written loop."""
+    forward = forward or (lambda: model(batch["input_ids"], batch["targets"])[1])
+    optimizer = optimizer_for(model)
+    times = []
+    for step in range(warmup + steps):
+        started = time.perf_counter()
+        loss = forward()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step >= warmup:
+            times.append(time.perf_counter() - started)
+    return times
+
+
+class SameBatch(Dataset):
+    """The same batch, ``length`` times (``batch_size=None``: no collation)."""
+
+    def __init__(self, batch: dict, length: int):
+        self.batch, self.length = batch, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        return self.batch
+
+
+class StepTimer(L.Callback):
+    """Seconds between consecutive batch starts (the last step: start to end)."""
+
+    def __init__(self):
+        self.starts: list[float] = []
+        self.end = 0.0
+
+    def on_train_batch_start(self, *args) -> None:
+        self.starts.append(time.perf_counter())
+
+    def on_train_batch_end(self, *args) -> None:
+        self.end = time.perf_counter()
+
+    def step_times(self) -> list[float]:
+        marks = [*self.starts, self.end]
+        return [b - a for a, b in zip(marks, marks[1:], strict=False)]
+
+
+def minituner_loop(model: MiniGPT, batch: dict, warmup: int, steps: int) -> list[float]:
+    """Seconds per step of minituner's LightningModule in a Lightning Trainer."""
+    timer = StepTimer()
+    module = MiniGPTModule(model, optimizer=partial(torch.optim.AdamW, lr=1e-4))
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, precision="32-true", max_steps=warmup + steps, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        gradient_clip_val=1.0, limit_val_batches=0, num_sanity_val_steps=0, deterministic=True,
+        callbacks=[timer, NaNGuard(check_dequantized=False)],
+    )  # fmt: skip
+    trainer.fit(module, DataLoader(SameBatch(batch, warmup + steps), batch_size=None))
+    return timer.step_times()[warmup:]
+
+
+def peft_loop(config: MiniGPTConfig, batch: dict, warmup: int, steps: int) -> list[float]:
+    """Seconds per step of PEFT's LoRA (same rank, alpha, dropout, targets) in the plain loop."""
+    torch.manual_seed(0)
+    base = MiniGPT(config)
+    lora = peft.LoraConfig(
+        r=LORA.r, lora_alpha=LORA.alpha, lora_dropout=LORA.dropout, target_modules=["fc_in", "fc_out"]
+    )
+    model = peft.get_peft_model(base, lora).train()
+    return plain_loop(model, batch, warmup, steps, forward=lambda: base(batch["input_ids"], batch["targets"])[1])
+
+
+def summary(times: list[float], tokens: int) -> dict:
+    median = statistics.median(times)
+    return {"median_step_s": round(median, 5), "tokens_per_s": round(tokens / median, 1), "steps": len(times)}
+
+
+def measure(name: str, warmup: int, steps: int) -> dict:
+    config = shape(name)
+    batch_size, seq = BATCHES[name]
+    batch = fixed_batch(config, batch_size, seq)
+    tokens = batch_size * seq
+    rows: dict = {}
+    for regime in ("full", "lora", "qlora"):
+        rows[regime] = {
+            "plain": summary(plain_loop(build(config, regime), batch, warmup, steps), tokens),
+            "minituner": summary(minituner_loop(build(config, regime), batch, warmup, steps), tokens),
+        }
+    if peft is not None:
+        rows["lora"]["peft"] = summary(peft_loop(config, batch, warmup, steps), tokens)
+
+    def ratio(a: dict, b: dict) -> float:
+        return round(a["median_step_s"] / b["median_step_s"], 3)
+
+    ratios = {f"{r}_minituner_vs_plain": ratio(rows[r]["minituner"], rows[r]["plain"]) for r in rows}
+    ratios["qlora_vs_lora_minituner"] = ratio(rows["qlora"]["minituner"], rows["lora"]["minituner"])
+    ratios["qlora_vs_lora_plain"] = ratio(rows["qlora"]["plain"], rows["lora"]["plain"])
+    if "peft" in rows["lora"]:
+        ratios["lora_minituner_vs_peft"] = ratio(rows["lora"]["minituner"], rows["lora"]["peft"])
+        ratios["lora_plain_vs_peft"] = ratio(rows["lora"]["plain"], rows["lora"]["peft"])
+    return {
+        "parameters": sum(p.numel() for p in MiniGPT(config).parameters()),
+        "batch": {"sequences": batch_size, "tokens_per_sequence": seq},
+        "regimes": rows,
+        "ratios": ratios,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(BATCHES), choices=list(BATCHES))
+    parser.add_argument("--steps", type=int, default=7, help="timed steps per measurement (after 2 warm-up steps)")
+    args = parser.parse_args()
+    torch.set_num_threads(2)  # the development machine's cores; the same for every measurement
+    torch.use_deterministic_algorithms(True)  # as the cpu trainer config runs
+    result = {
+        "host": {"machine": platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__},
+        "peft": getattr(peft, "__version__", None),
+        "models": {name: measure(name, warmup=2, steps=args.steps) for name in args.models},
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
