@@ -33,6 +33,8 @@ bench: setup
 	$(BIN)/python benchmarks/pretrain_time.py
 	$(BIN)/python benchmarks/compare_regimes.py
 	$(BIN)/python benchmarks/quant_throughput.py
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/memory_scale.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache
