@@ -36,9 +36,14 @@ class GracefulStop(L.Callback, RunHooks):
         self.received = signal.Signals(signum)
         log.warning("%s received: finishing the current step, then saving", self.received.name)
 
+    def _install(self) -> dict:
+        """Make ``_handle`` the handler of both signals; return the handlers it replaced."""
+        if threading.current_thread() is not threading.main_thread():  # Python only lets it install handlers
+            return {}
+        return {s: signal.signal(s, self._handle) for s in SIGNALS}
+
     def on_run_start(self, run: RunContext) -> None:
-        if threading.current_thread() is threading.main_thread():  # Python only lets it install handlers
-            self._previous = {s: signal.signal(s, self._handle) for s in SIGNALS}
+        self._previous = self._install()
 
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
         if self.received is not None:
@@ -47,9 +52,7 @@ class GracefulStop(L.Callback, RunHooks):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning's own SIGTERM handler (installed just before this hook, removed after fit)
         # would end fit with an exception at the next step: ours alone handles the signals.
-        if threading.current_thread() is threading.main_thread():
-            for s in SIGNALS:
-                signal.signal(s, self._handle)
+        self._install()
         if self.received is not None:  # the signal came before fit: no step at all
             trainer.should_stop = True
 
