@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from minituner.corpus import CorpusConfig, VerbCorpus, generate_corpus, task_items
 from minituner.model import IGNORE_INDEX
+from minituner.resumable_loader import LoaderPosition, ResumableDataLoader
 from minituner.tokenizer import ByteTokenizer
 
 
@@ -155,6 +156,7 @@ class VerbDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.pack = pack
+        self.resume_position: LoaderPosition | None = None  # set by a resumed run before fit
         self.save_hyperparameters({"corpus": asdict(self.corpus_config), "batch_size": batch_size})
 
     @cached_property
@@ -168,14 +170,19 @@ class VerbDataModule(L.LightningDataModule):
         )
 
     def _loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
+        if not shuffle:
+            return DataLoader(
+                dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers, collate_fn=dataset.collate
+            )
+        start, self.resume_position = self.resume_position, None
+        return ResumableDataLoader(
             dataset,
-            batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(self.seed),
             num_workers=self.num_workers,
             collate_fn=dataset.collate,
+            start=start,
         )
 
     def _eval_loaders(self, stage: str) -> list[DataLoader]:

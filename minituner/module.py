@@ -67,6 +67,30 @@ class MiniGPTModule(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("test", batch)
 
+    def trainable_names(self) -> dict[str, torch.Size]:
+        """State-dict names and shapes of the parameters that train (what a checkpoint keeps)."""
+        return {name: p.shape for name, p in self.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The frozen base (possibly quantized) is cached elsewhere: keep only what trains.
+        trainable = self.trainable_names()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint["state_dict"]
+        expected = self.trainable_names()
+        problems = [f"missing {k}" for k in sorted(expected.keys() - saved.keys())]
+        problems += [f"unexpected {k}" for k in sorted(saved.keys() - expected.keys())]
+        problems += [
+            f"{k} has shape {list(saved[k].shape)}, this model's is {list(expected[k])}"
+            for k in sorted(expected.keys() & saved.keys())
+            if saved[k].shape != expected[k]
+        ]
+        if problems:
+            raise ValueError("the checkpoint's trainable weights do not fit this model: " + "; ".join(problems))
+        # Lightning loads the whole state dict strictly: the frozen tensors come from the model itself.
+        checkpoint["state_dict"] = self.state_dict() | saved
+
     def configure_optimizers(self):
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         if not trainable:

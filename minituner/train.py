@@ -13,6 +13,7 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Checkpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from minituner.adapter_io import save_adapter
@@ -27,6 +28,7 @@ from minituner.base_store import (
     pretrain_recipe,
     save_base,
 )
+from minituner.checkpoint_io import SafeCheckpointIO
 from minituner.config_nodes import lora_config, model_config
 from minituner.lora_inject import inject_lora
 from minituner.metrics import relative_drift
@@ -34,6 +36,7 @@ from minituner.model import MiniGPT
 from minituner.module import MiniGPTModule
 from minituner.quant_linear import SCHEMES, quantize_model
 from minituner.quant_storage import storage_report
+from minituner.resume import CHECKPOINT_DIR, plan_resume
 from minituner.run_hooks import RunContext, RunHooks, notify
 from minituner.validation import ConfigError, validate_config
 
@@ -78,6 +81,9 @@ def build_base(cfg: DictConfig) -> None:
         for key in ("max_steps", "max_epochs", "val_check_interval", "check_val_every_n_epoch"):
             build_cfg.trainer[key] = build_cfg.regime[key]
         build_cfg.paths.output_dir = str(Path(cfg.paths.output_dir) / "base_build")
+        # a resumed fine-tune whose base build was cut short continues that build too
+        resumable = (Path(build_cfg.paths.output_dir) / CHECKPOINT_DIR).is_dir()
+        build_cfg.resume = build_cfg.paths.output_dir if cfg.get("resume") and resumable else None
     log.info("no base at %s: pretraining it first", base_dir_for(cfg))
     train(build_cfg)
 
@@ -161,10 +167,16 @@ def train(cfg: DictConfig) -> dict:
         The metrics written to ``<run dir>/metrics.json``.
     """
     validate_config(cfg)
+    checkpoint = None
+    if cfg.get("resume"):
+        plan = plan_resume(cfg)
+        if plan.finished_metrics is not None:
+            return plan.finished_metrics
+        checkpoint = plan.checkpoint
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     run = RunContext(cfg=cfg, run_dir=Path(cfg.paths.output_dir), overrides=_overrides())
     try:
-        metrics = _run(cfg, callbacks, run)
+        metrics = _run(cfg, callbacks, run, checkpoint)
     except BaseException as error:
         notify(callbacks, "on_run_failed", run, error)
         raise
@@ -172,7 +184,7 @@ def train(cfg: DictConfig) -> dict:
     return metrics
 
 
-def _run(cfg: DictConfig, callbacks: list, run: RunContext) -> dict:
+def _run(cfg: DictConfig, callbacks: list, run: RunContext, checkpoint: Path | None) -> dict:
     model, base = prepare_model(cfg)
     run.model, run.base = model, base
     notify(callbacks, "on_run_start", run)
@@ -186,6 +198,9 @@ def _run(cfg: DictConfig, callbacks: list, run: RunContext) -> dict:
         cfg.trainer,
         logger=[instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else False,
         callbacks=callbacks or None,
+        plugins=[SafeCheckpointIO()],  # checkpoints as safetensors + JSON, never pickle
+        # on with callbacks.checkpoint only: otherwise Lightning would add a ModelCheckpoint of its own
+        enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
     )
     run.trainer = trainer
     metrics: dict = {"regime": cfg.regime.name, "seed": cfg.seed}
@@ -206,7 +221,7 @@ def _run(cfg: DictConfig, callbacks: list, run: RunContext) -> dict:
     notify(callbacks, "on_model_ready", run)
 
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
     metrics["train_seconds"] = round(time.perf_counter() - started, 2)
     metrics["train_steps"] = trainer.global_step
     for callback in callbacks:

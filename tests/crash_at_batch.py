@@ -1,0 +1,28 @@
+"""``python tests/crash_at_batch.py N [overrides...]``: minituner-train that SIGKILLs itself at batch N.
+
+The kill comes from inside ``training_step`` of the N-th training batch (counted over all
+epochs from 0), so it can land anywhere, including inside a gradient-accumulation window, and
+the config stays exactly what the user would run (resuming compares configs).
+"""
+
+import os
+import signal
+import sys
+
+from minituner.module import MiniGPTModule
+from minituner.train import main
+
+KILL_AT = int(sys.argv.pop(1))
+_training_step = MiniGPTModule.training_step
+
+
+def _crashing_step(self, batch, batch_idx):
+    if self.trainer.fit_loop.epoch_loop.total_batch_idx == KILL_AT:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _training_step(self, batch, batch_idx)
+
+
+MiniGPTModule.training_step = _crashing_step
+
+if __name__ == "__main__":
+    main()
