@@ -21,6 +21,7 @@ from minituner.validation import ConfigError
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+RUN_MARKERS = (".hydra/config.yaml", "manifest.json")  # written as a run starts (Hydra, the manifest callback)
 # Keys that may differ between the interrupted run and its resumption: where things are written
 # and how often checkpoints are taken, nothing that changes what is trained.
 FREE_KEYS = ("resume", "paths", "trainer.default_root_dir", "trainer.enable_progress_bar", "callbacks.checkpoint",
@@ -84,7 +85,7 @@ def plan_resume(cfg: DictConfig) -> ResumePlan:
             config differs from the checkpoint's (every changed key listed).
     """
     run_dir = Path(cfg.paths.output_dir)
-    if not run_dir.is_dir():
+    if not any((run_dir / name).is_file() for name in RUN_MARKERS):
         raise ConfigError([f"resume={cfg.resume!r}: {run_dir} is not a run directory"])
     finished = _finished_metrics(run_dir)
     if finished is not None:

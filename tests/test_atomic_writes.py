@@ -16,6 +16,7 @@ import pytest
 from minituner.adapter_io import read_adapter, save_adapter
 from minituner.artifacts import write_json_atomic
 from minituner.base_store import load_base
+from minituner.checkpoint_io import load_checkpoint_dir
 from minituner.lora_inject import LoRAConfig, inject_lora
 from minituner.model import MiniGPT, MiniGPTConfig
 
@@ -40,6 +41,10 @@ while True:
         write_json_atomic(target, {"version": version % 2, "payload": "x" * 200_000})
     elif kind == "base":
         save_base(MiniGPT(config), target, {"version": version % 2})
+    elif kind == "checkpoint":
+        from minituner.checkpoint_io import save_checkpoint_dir  # imports Lightning: only where needed
+        state = {"state_dict": MiniGPT(config).state_dict(), "optimizer_states": [{"state": {0: {"step": 1.0}}}]}
+        save_checkpoint_dir(state | {"version": version % 2}, target)
     else:
         model = MiniGPT(config)
         inject_lora(model, LoRAConfig(target_modules="all_linear", r=8))
@@ -55,11 +60,13 @@ def check_whole(kind: str, target) -> None:
         assert json.loads(target.read_text())["version"] in (0, 1)
     elif kind == "base":
         assert load_base(target, TINY).metadata["version"] in (0, 1)
+    elif kind == "checkpoint":
+        assert load_checkpoint_dir(target)["version"] in (0, 1)
     else:
         assert read_adapter(target).config.r == 8
 
 
-@pytest.mark.parametrize("kind", ["json", "base", "adapter"])
+@pytest.mark.parametrize("kind", ["json", "base", "adapter", "checkpoint"])
 def test_sigkill_while_writing_leaves_a_whole_loadable_artifact(tmp_path, kind):
     target = tmp_path / ("manifest.json" if kind == "json" else kind)
     for delay in (0.05, 0.13, 0.31, 0.57):  # different moments of the write loop

@@ -1,0 +1,156 @@
+"""Exact resume: a run killed with SIGKILL and resumed ends bit-identical to one that never stopped.
+
+Runs are real ``minituner-train`` processes (shuffle and dropout on); ``crash_at_batch.py`` kills
+one from inside a training step, so the kill lands mid-epoch, inside a gradient-accumulation
+window or just after an epoch's checkpoint, as the case asks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from minituner.base_store import save_base
+from minituner.model import MiniGPT, MiniGPTConfig
+
+HERE = Path(__file__).parent
+SCRIPT = str(Path(sys.executable).parent / "minituner-train")
+# 2 epochs of 20 batches, dropout in the model and the adapters, a seeded shuffle
+RUN = ["model=tiny", "model.dropout=0.1", "regime.max_epochs=2", "trainer.limit_train_batches=20",
+       "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]  # fmt: skip
+VARYING = {"train_seconds", "adapter_dir"}  # what may differ between two identical runs
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("base") / "tiny"
+    torch.manual_seed(0)
+    save_base(MiniGPT(MiniGPTConfig(n_layer=1, n_head=2, d_model=16, d_ff=32, dropout=0.1)), directory, {})
+    return directory
+
+
+def train(tmp_path: Path, base: Path, *overrides: str, crash_at: int | None = None) -> subprocess.CompletedProcess:
+    command = [SCRIPT] if crash_at is None else [sys.executable, str(HERE / "crash_at_batch.py"), str(crash_at)]
+    command += [f"paths.outputs_dir={tmp_path}/outputs", f"base.path={base}", *RUN, *overrides]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def output(done: subprocess.CompletedProcess) -> str:
+    return done.stdout + done.stderr  # Hydra logs to stdout, Python warnings go to stderr
+
+
+def metrics(run_dir: Path) -> dict:
+    return {k: v for k, v in json.loads((run_dir / "metrics.json").read_text()).items() if k not in VARYING}
+
+
+def snapshot(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != "train.log"}  # fmt: skip
+
+
+def steps(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, base) -> Path:
+    """An uninterrupted run (checkpoints every 3 steps, as the crashed runs take them)."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    done = train(run_dir.parent, base, f"hydra.run.dir={run_dir}", "callbacks.checkpoint.every_n_steps=3")
+    assert done.returncode == 0, output(done)
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    "crash_at,overrides,expected_checkpoints",
+    [
+        (13, ["callbacks.checkpoint.every_n_steps=3"], ["step-00000009", "step-00000012"]),  # mid-epoch
+        (25, ["callbacks.checkpoint.every_n_steps=50"], ["step-00000020"]),  # right after the epoch's checkpoint
+    ],
+    ids=["mid-epoch", "next-epoch"],
+)
+def test_a_killed_run_resumes_to_the_same_adapter_and_metrics(tmp_path, base, reference, crash_at, overrides,
+                                                              expected_checkpoints):  # fmt: skip
+    run_dir = tmp_path / "run"
+    killed = train(tmp_path, base, f"hydra.run.dir={run_dir}", *overrides, crash_at=crash_at)
+    assert killed.returncode == -9  # SIGKILL: nothing ran after the kill
+    assert not (run_dir / "metrics.json").exists() and steps(run_dir) == expected_checkpoints
+
+    resumed = train(tmp_path, base, f"resume={run_dir}", *overrides)
+    assert resumed.returncode == 0, output(resumed)
+    assert f"resuming from {run_dir}/checkpoints/{expected_checkpoints[-1]}" in output(resumed)
+    assert metrics(run_dir) == metrics(reference)  # adapter_sha256 included: bit-identical weights
+
+
+def test_a_kill_inside_a_gradient_accumulation_window_resumes_exactly(tmp_path, base):
+    accumulate = ["trainer.accumulate_grad_batches=3", "callbacks.checkpoint.every_n_steps=1"]
+    reference = train(tmp_path, base, f"hydra.run.dir={tmp_path}/reference", *accumulate)
+    assert reference.returncode == 0, output(reference)
+    run_dir = tmp_path / "run"
+    # windows are batches 0-2, 3-5, 6-8, 9-11: batch 10 is inside the fourth
+    killed = train(tmp_path, base, f"hydra.run.dir={run_dir}", *accumulate, crash_at=10)
+    assert killed.returncode == -9
+    assert steps(run_dir) == ["step-00000002", "step-00000003"]  # taken at window ends only
+
+    resumed = train(tmp_path, base, f"resume={run_dir}", *accumulate)
+    assert resumed.returncode == 0, output(resumed)
+    assert metrics(run_dir) == metrics(tmp_path / "reference")
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one_with_a_warning(tmp_path, base, reference):
+    run_dir = tmp_path / "run"
+    train(tmp_path, base, f"hydra.run.dir={run_dir}", "callbacks.checkpoint.every_n_steps=3", crash_at=13)
+    tensors = run_dir / "checkpoints/step-00000012/tensors.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:-10])  # torn
+
+    resumed = train(tmp_path, base, f"resume={run_dir}", "callbacks.checkpoint.every_n_steps=3")
+    assert resumed.returncode == 0, output(resumed)
+    assert "skipping a checkpoint" in output(resumed) and "does not match the SHA-256" in output(resumed)
+    assert "resuming from" in output(resumed) and "step-00000009" in output(resumed)
+    assert metrics(run_dir) == metrics(reference)
+
+
+def test_only_corrupt_checkpoints_is_an_error_not_a_fresh_start(tmp_path, base):
+    run_dir = tmp_path / "run"
+    train(tmp_path, base, f"hydra.run.dir={run_dir}", "callbacks.checkpoint.every_n_steps=3", crash_at=7)
+    for state in (run_dir / "checkpoints").glob("*/state.json"):
+        state.write_text("{not json")
+    before = snapshot(run_dir)
+
+    resumed = train(tmp_path, base, f"resume={run_dir}", "callbacks.checkpoint.every_n_steps=3")
+    assert resumed.returncode == 2
+    assert "no usable checkpoint" in output(resumed) and "state.json is not valid JSON" in output(resumed)
+    assert snapshot(run_dir) == before
+
+
+def test_resuming_with_a_changed_config_lists_the_changes_and_changes_nothing(tmp_path, base):
+    run_dir = tmp_path / "run"
+    train(tmp_path, base, f"hydra.run.dir={run_dir}", "callbacks.checkpoint.every_n_steps=3", crash_at=7)
+    before = snapshot(run_dir)
+
+    resumed = train(tmp_path, base, f"resume={run_dir}", "lora.r=4", "seed=7")
+    assert resumed.returncode == 2
+    assert "the config differs" in output(resumed)
+    assert "lora.r: 8 in the checkpoint, 4 now" in output(resumed)
+    assert "seed: 1234 in the checkpoint, 7 now" in output(resumed)
+    assert snapshot(run_dir) == before
+
+
+def test_resuming_a_finished_run_does_nothing(tmp_path, base, reference):
+    before = snapshot(reference)
+    resumed = train(tmp_path, base, f"resume={reference}", "callbacks.checkpoint.every_n_steps=3")
+    assert resumed.returncode == 0, output(resumed)
+    assert "the run has finished" in output(resumed)
+    assert snapshot(reference) == before
+
+
+def test_resuming_a_directory_that_is_not_a_run_is_an_error(tmp_path, base):
+    resumed = train(tmp_path, base, f"resume={tmp_path}/nowhere")
+    assert resumed.returncode == 2
+    assert f"resume='{tmp_path}/nowhere'" in output(resumed) and "is not a run directory" in output(resumed)
