@@ -20,9 +20,11 @@ from hydra.errors import ConfigCompositionException
 
 from minituner.adapter_io import AdapterError, load_adapter, save_adapter
 from minituner.base_store import load_base, save_base
+from minituner.checkpoint_io import CheckpointError, load_checkpoint_dir, save_checkpoint_dir
 from minituner.instruction_data import DataFileError, read_records
 from minituner.lora_inject import LoRAConfig, inject_lora
 from minituner.model import MiniGPT, MiniGPTConfig
+from minituner.module import MiniGPTModule
 from minituner.validation import ConfigError, validate_config
 
 TINY = MiniGPTConfig(n_layer=1, n_head=2, d_model=16, d_ff=32)
@@ -46,6 +48,7 @@ class Workspace:
     root: Path
     base: Path  # the good base
     adapter: Path  # the good adapter (trained on that base)
+    checkpoint: Path  # a good training checkpoint of that adapter
     marker: Path  # must never appear
 
     def tiny(self) -> MiniGPT:
@@ -77,9 +80,13 @@ def ws(tmp_path: Path) -> Workspace:
     digest = save_base(model, keep / "base", {"note": "good base"})
     inject_lora(model, QV)
     save_adapter(model, keep / "adapter", QV, "base", digest)
+    module = MiniGPTModule(model, optimizer=torch.optim.AdamW)
+    checkpoint = {"state_dict": {k: v for k, v in module.state_dict().items() if k in module.trainable_names()},
+                  "optimizer_states": [{"state": {0: {"step": torch.tensor(3.0)}}, "param_groups": []}]}  # fmt: skip
+    save_checkpoint_dir(checkpoint, keep / "checkpoint")
     (keep / "run").mkdir()
     (keep / "run/metrics.json").write_text(json.dumps({"irregular_acc": 0.9}))
-    return Workspace(tmp_path, keep / "base", keep / "adapter", tmp_path / "PWNED")
+    return Workspace(tmp_path, keep / "base", keep / "adapter", keep / "checkpoint", tmp_path / "PWNED")
 
 
 def snapshot(directory: Path) -> dict[str, str]:
@@ -111,6 +118,27 @@ def base_case(breaker: Callable[[Workspace, Path], None], expected=TINY) -> Call
         load_base(directory, expected)
 
     return run
+
+
+def checkpoint_case(breaker: Callable[[Workspace, Path], None], lora: LoRAConfig = QV) -> Callable[[Workspace], object]:
+    def run(ws: Workspace):
+        directory = ws.broken_copy(ws.checkpoint, "checkpoint")
+        breaker(ws, directory)
+        checkpoint = load_checkpoint_dir(directory)
+        model = ws.tiny()
+        inject_lora(model, lora)
+        MiniGPTModule(model, optimizer=torch.optim.AdamW).on_load_checkpoint(checkpoint)
+
+    return run
+
+
+def pickled_checkpoint(ws: Workspace, directory: Path) -> None:
+    """Replace the tensors by a pickle and record its hash, so only the format check is left."""
+    payload = ws.pickle_bytes()
+    (directory / "tensors.safetensors").write_bytes(payload)
+    state = json.loads((directory / "state.json").read_text())
+    state["tensors_sha256"] = hashlib.sha256(payload).hexdigest()
+    (directory / "state.json").write_text(json.dumps(state))
 
 
 def data_case(*lines: str, block_size: int = 64, labels=None) -> Callable[[Workspace], object]:
@@ -233,6 +261,18 @@ CASES = [
      r"config.json is not a valid base config"),
     ("base: pickle payload", base_case(pickled_base), ValueError,
      r"model.safetensors is not a valid weights file for this model"),
+    # training checkpoints (resume)
+    ("checkpoint: torn tensors", checkpoint_case(write("tensors.safetensors", lambda ws, b: b[: len(b) // 2])),
+     CheckpointError, r"tensors.safetensors does not match the SHA-256 recorded in state.json"),
+    ("checkpoint: state not JSON", checkpoint_case(write("state.json", lambda ws, b: b[:-3])), CheckpointError,
+     r"state.json is not valid JSON"),
+    ("checkpoint: no state", checkpoint_case(remove("state.json")), CheckpointError, r"state.json is missing"),
+    ("checkpoint: other format", checkpoint_case(edit_json("state.json", lambda s: s | {"format": "torch"})),
+     CheckpointError, r"format 'torch' is not 'minituner-checkpoint/1'"),
+    ("checkpoint: pickle payload", checkpoint_case(pickled_checkpoint), CheckpointError,
+     r"checkpoint .*: unreadable \(SafetensorError"),
+    ("checkpoint: another model config", checkpoint_case(lambda ws, d: None, lora=LoRAConfig(target_modules="attn_qv",
+     r=8)), ValueError, r"do not fit this model: model.blocks.0.attn.q_proj.lora_A.weight has shape \[4, 16\], this"),
     # data files
     ("data: invalid JSON", data_case(GOOD_RECORD, "{oops"), DataFileError, r"data.jsonl:2: invalid JSON"),
     ("data: missing output", data_case('{"instruction": "x"}'), DataFileError, r'data.jsonl:1: missing "output"'),
