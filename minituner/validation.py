@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from minituner.base_store import CONF_DIR, base_dir_for, load_regime
 from minituner.config_nodes import lora_config, model_config
+from minituner.config_schema import unknown_key_problems
 from minituner.data import DATAMODULES
 from minituner.instruction_data import DataFileError, read_records, split_records
 from minituner.lora_inject import select_targets
@@ -138,6 +139,9 @@ def base_recipe_problems(cfg: DictConfig) -> list[str]:
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise one ``ConfigError`` listing every problem of ``cfg``; return if there is none."""
+    unknown = unknown_key_problems(cfg)
+    if unknown:  # the checks below build typed objects from the nodes: they need known keys
+        raise ConfigError(unknown)
     problems = model_problems(cfg.model) + regime_problems(cfg.regime) + lora_problems(cfg)
     problems += data_problems(cfg) + base_recipe_problems(cfg)
     scheme = OmegaConf.select(cfg, "quant.scheme")

@@ -225,6 +225,10 @@ CASES = [
     ("config: eval batch", config_case("data.eval_batch_size=0"), ConfigError, r"data.eval_batch_size=0"),
     ("config: unknown key", config_case("regime.learning_rate=1"), ConfigCompositionException,
      r"Could not override 'regime.learning_rate'"),
+    ("config: added unknown key", config_case("+lora.rank=4"), ConfigError,
+     r"lora.rank \(4\) is not a known key: nothing reads it; allowed here: \['alpha', 'bias'"),
+    ("config: misspelt trainer argument", config_case("+trainer.accumulate_grad_batch=2"), ConfigError,
+     r"did you mean trainer.accumulate_grad_batches\?"),
     ("config: several at once", config_case("regime.batch_size=0", "lora.r=0", "seed=-1"), ConfigError,
      r"invalid configuration \(3 problem\(s\)\)"),
     # adapter directories
