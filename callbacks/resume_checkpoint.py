@@ -64,6 +64,7 @@ class ResumeCheckpoint(Checkpoint, RunHooks):
         self.run: RunContext | None = None
         self.trainer: L.Trainer | None = None
         self.position: LoaderPosition | None = None  # where the checkpoint being written resumes the data
+        self.epoch_complete = False  # the last batch of the epoch has been trained
         self.restored: dict | None = None  # state of the checkpoint a resumed run starts from
 
     def on_run_start(self, run: RunContext) -> None:
@@ -73,7 +74,8 @@ class ResumeCheckpoint(Checkpoint, RunHooks):
         self.trainer = trainer
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if batch_idx + 1 == trainer.num_training_batches:
+        self.epoch_complete = batch_idx + 1 == trainer.num_training_batches
+        if self.epoch_complete:
             return  # the epoch's checkpoint is taken at its end, after validation
         if (batch_idx + 1) % trainer.accumulate_grad_batches:
             return  # inside an accumulation window: the gradients so far are not checkpointed
@@ -82,6 +84,8 @@ class ResumeCheckpoint(Checkpoint, RunHooks):
             self.save(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        if not self.epoch_complete:  # a stop mid-epoch: its checkpoint was taken after its last step
+            return
         self.position = trainer.train_dataloader.next_epoch_position()
         self.save(trainer)
 

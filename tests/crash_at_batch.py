@@ -1,8 +1,8 @@
-"""``python tests/crash_at_batch.py N [overrides...]``: minituner-train that SIGKILLs itself at batch N.
+"""``python tests/crash_at_batch.py N[:SIGNAL] [overrides...]``: minituner-train that signals itself at batch N.
 
-The kill comes from inside ``training_step`` of the N-th training batch (counted over all
-epochs from 0), so it can land anywhere, including inside a gradient-accumulation window, and
-the config stays exactly what the user would run (resuming compares configs).
+The signal (SIGKILL unless named, e.g. ``13:SIGTERM``) comes from inside ``training_step`` of
+the N-th training batch (counted over all epochs from 0), so it can land anywhere, including
+inside a gradient-accumulation window, and the config stays exactly what the user would run (resuming compares configs).
 """
 
 import os
@@ -12,13 +12,14 @@ import sys
 from minituner.module import MiniGPTModule
 from minituner.train import main
 
-KILL_AT = int(sys.argv.pop(1))
+KILL_AT, _, SIGNAL = sys.argv.pop(1).partition(":")
+KILL_AT, SIGNAL = int(KILL_AT), signal.Signals[SIGNAL or "SIGKILL"]
 _training_step = MiniGPTModule.training_step
 
 
 def _crashing_step(self, batch, batch_idx):
     if self.trainer.fit_loop.epoch_loop.total_batch_idx == KILL_AT:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), SIGNAL)
     return _training_step(self, batch, batch_idx)
 
 

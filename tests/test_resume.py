@@ -35,7 +35,7 @@ def base(tmp_path_factory) -> Path:
     return directory
 
 
-def train(tmp_path: Path, base: Path, *overrides: str, crash_at: int | None = None) -> subprocess.CompletedProcess:
+def train(tmp_path: Path, base: Path, *overrides: str, crash_at: int | str | None = None):
     command = [SCRIPT] if crash_at is None else [sys.executable, str(HERE / "crash_at_batch.py"), str(crash_at)]
     command += [f"paths.outputs_dir={tmp_path}/outputs", f"base.path={base}", *RUN, *overrides]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -101,6 +101,19 @@ def test_a_kill_inside_a_gradient_accumulation_window_resumes_exactly(tmp_path, 
     resumed = train(tmp_path, base, f"resume={run_dir}", *accumulate)
     assert resumed.returncode == 0, output(resumed)
     assert metrics(run_dir) == metrics(tmp_path / "reference")
+
+
+def test_a_run_stopped_by_sigterm_saved_a_checkpoint_and_resumes_exactly(tmp_path, base, reference):
+    run_dir = tmp_path / "run"
+    stopped = train(tmp_path, base, f"hydra.run.dir={run_dir}", "callbacks.checkpoint.every_n_steps=3",
+                    crash_at="13:SIGTERM")  # fmt: skip
+    assert stopped.returncode == 143, output(stopped)
+    assert json.loads((run_dir / "metrics.json").read_text())["stopped_by_signal"] == "SIGTERM"
+    assert steps(run_dir) == ["step-00000012", "step-00000014"]  # the step in flight finished, then saved
+
+    resumed = train(tmp_path, base, f"resume={run_dir}", "callbacks.checkpoint.every_n_steps=3")
+    assert resumed.returncode == 0, output(resumed)
+    assert metrics(run_dir) == metrics(reference)
 
 
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one_with_a_warning(tmp_path, base, reference):
