@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from minituner.artifacts import write_json_atomic
 from minituner.provenance import git_state, host_info, package_versions
-from minituner.run_hooks import RunContext, RunHooks
+from minituner.run_hooks import RunContext, RunHooks, is_main_process
 
 MANIFEST_FILE = "manifest.json"
 
@@ -49,7 +49,8 @@ class ManifestWriter(L.Callback, RunHooks):
                 "sha256": base.weights_sha256 if base is not None else None,
             },
         }
-        write_json_atomic(run.run_dir / MANIFEST_FILE, self.manifest)
+        if is_main_process():
+            write_json_atomic(run.run_dir / MANIFEST_FILE, self.manifest)
 
     def on_run_end(self, run: RunContext, metrics: dict) -> None:
         if metrics.get("base_sha256") and not self.manifest["base"]["sha256"]:  # pretraining made the base

@@ -27,7 +27,7 @@ from minituner.artifacts import sha256_file, write_atomic, write_json_atomic
 from minituner.config_nodes import lora_config
 from minituner.lora import lora_layers
 from minituner.quant_linear import QuantizedLinear
-from minituner.run_hooks import RunContext, RunHooks
+from minituner.run_hooks import RunContext, RunHooks, is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class NaNGuard(L.Callback, RunHooks):
             self._drop_step(trainer, optimizer)
 
     def _trip(self, trainer: L.Trainer, pl_module: L.LightningModule, what: str, offenders: dict) -> None:
-        if self.report_path is None:  # the first occurrence is the one worth a report
+        if self.report_path is None and is_main_process():  # the first occurrence is the one worth a report
             self._report(trainer, pl_module, what, offenders)
         log.warning(
             "non-finite %s at step %d (batch %d): %s [policy %s]",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 from torch import nn
 
@@ -51,11 +52,22 @@ class RunHooks:
         """The run raised ``error`` (re-raised after the hooks)."""
 
 
+RECORD_HOOKS = ("on_run_end", "on_run_failed")  # hooks that write the run's record
+
+
+def is_main_process() -> bool:
+    """True in single-process runs and on rank 0 of a distributed one (the rank that writes files)."""
+    return rank_zero_only.rank == 0
+
+
 def notify(callbacks: list, hook: str, *args) -> None:
     """Call ``hook`` on every callback that implements ``RunHooks``.
 
     A failing hook during ``on_run_failed`` is logged, never allowed to mask the original error.
+    In a distributed run only rank 0 gets the hooks that write the run's record.
     """
+    if hook in RECORD_HOOKS and not is_main_process():
+        return
     for callback in callbacks:
         if not isinstance(callback, RunHooks):
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import signal
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint
@@ -37,7 +39,7 @@ from minituner.module import MiniGPTModule
 from minituner.quant_linear import SCHEMES, quantize_model
 from minituner.quant_storage import storage_report
 from minituner.resume import CHECKPOINT_DIR, plan_resume
-from minituner.run_hooks import RunContext, RunHooks, notify
+from minituner.run_hooks import RunContext, RunHooks, is_main_process, notify
 from minituner.validation import ConfigError, validate_config
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,8 @@ def build_base(cfg: DictConfig) -> None:
         build_cfg.seed = cfg.base.seed
         build_cfg.base.path = None
         build_cfg.quant.scheme = "none"  # a base is trained in full precision; QLoRA quantizes it after
+        # in one process: under DDP, rank 0 builds it before the other ranks are launched
+        build_cfg.trainer.devices, build_cfg.trainer.strategy = 1, "auto"
         # The fine-tune's own step limits must not cut the base's training short.
         for key in ("max_steps", "max_epochs", "val_check_interval", "check_val_every_n_epoch"):
             build_cfg.trainer[key] = build_cfg.regime[key]
@@ -149,6 +153,25 @@ def quantized_storage(model: MiniGPT) -> dict:
     rows = quantized_rows(model)
     weights, stored = sum(r["weights"] for r in rows), sum(r["bytes"] for r in rows)
     return {"quantized_linear_bytes": stored, "quantized_bits_per_weight": 8 * stored / weights}
+
+
+def trainable_sha256(model: MiniGPT) -> str:
+    """SHA-256 over the names and bytes of the trainable tensors (what DDP must keep equal on every rank)."""
+    digest = hashlib.sha256()
+    for name, parameter in sorted(model.named_parameters()):
+        if parameter.requires_grad:
+            digest.update(name.encode())
+            digest.update(parameter.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def rank_digests(trainer: L.Trainer, model: MiniGPT) -> list[str]:
+    """Every rank's :func:`trainable_sha256`, rank 0 first; an error if the ranks disagree."""
+    digests: list[str | None] = [None] * trainer.world_size
+    torch.distributed.all_gather_object(digests, trainable_sha256(model))
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"the ranks' trained weights differ after fit: {digests}")
+    return digests
 
 
 def _size(directory: Path) -> int:
@@ -237,10 +260,13 @@ def _run(cfg: DictConfig, callbacks: list, run: RunContext, checkpoint: Path | N
     # quantized weights are buffers, not parameters: count them so totals compare across regimes
     metrics["total_params"] = model.num_parameters() + sum(r["weights"] for r in quantized_rows(model))
     metrics["trainable_params"] = model.num_parameters(trainable_only=True)
+    if trainer.world_size > 1:
+        metrics["trainable_sha256_per_rank"] = rank_digests(trainer, model)
     if "base_regular_ppl" in metrics:
         metrics["regular_ppl_drift"] = relative_drift(metrics["base_regular_ppl"], metrics["regular_ppl"])
-    metrics.update(save_trained(cfg, model, base, metrics))
-    write_json_atomic(run.run_dir / "metrics.json", metrics)
+    if is_main_process():  # under DDP the other ranks hold the same weights (checked above)
+        metrics.update(save_trained(cfg, model, base, metrics))
+        write_json_atomic(run.run_dir / "metrics.json", metrics)
     log.info("metrics: %s", metrics)
     return metrics
 

@@ -14,7 +14,8 @@ from conftest import QUICK, compose_config
 SCRIPT = str(Path(sys.executable).parent / "minituner-train")
 RUN_FILES = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log", "metrics.json"}
 RUN_FILES |= {"memory.json", "manifest.json"}  # written by the default callbacks
-BUILD_FILES = {f"base_build/{f}" for f in ("metrics.json", "memory.json", "manifest.json")}
+CHECKPOINT_FILES = {"checkpoints/step-N/state.json", "checkpoints/step-N/tensors.safetensors"}  # for resume
+BUILD_FILES = {f"base_build/{f}" for f in ("metrics.json", "memory.json", "manifest.json", *CHECKPOINT_FILES)}
 TB_FILES = {"tensorboard/events", "tensorboard/hparams.yaml"}
 BASE_FILES = {"config.json", "model.safetensors", "tokenizer.json"}
 MODEL_FILES = {f"model/{f}" for f in BASE_FILES}  # regime=full saves the fine-tuned model
@@ -27,8 +28,9 @@ def run_cli(tmp_path: Path, run: str, *overrides: str) -> subprocess.CompletedPr
 
 
 def artifact_set(directory: Path) -> set[str]:
-    """Relative file paths, TensorBoard event files folded into one 'events' name."""
+    """Relative file paths, TensorBoard event files folded into one 'events' name, checkpoints into 'step-N'."""
     names = {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()}
+    names = {re.sub(r"checkpoints/step-\d+/", "checkpoints/step-N/", n) for n in names}
     return {re.sub(r"events\.out\.tfevents\..*", "events", n) for n in names}
 
 

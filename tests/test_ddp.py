@@ -1,0 +1,57 @@
+"""``trainer=ddp_cpu``: two gloo processes train LoRA and QLoRA; only rank 0 writes; ranks agree.
+
+The comparison run is one process with the same global batch (2 x 16 rows = 32). The two runs
+see the same examples per step but in other groupings and with other dropout masks, and each
+rank averages its loss over its own tokens, so metrics match within a tolerance, not exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from minituner.base_store import save_base
+from minituner.model import MiniGPT, MiniGPTConfig
+
+SCRIPT = str(Path(sys.executable).parent / "minituner-train")
+RUN = ["model=tiny", "regime.max_steps=12", "regime.max_epochs=-1", "trainer.limit_val_batches=1",
+       "trainer.limit_test_batches=2", "~callbacks.progress_bar", "trainer.enable_progress_bar=false",
+       "callbacks.checkpoint.every_n_steps=5"]  # fmt: skip
+TOLERANCE = {"ppl": 0.02, "regular_ppl": 0.02}  # relative
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("base") / "tiny"
+    torch.manual_seed(0)
+    save_base(MiniGPT(MiniGPTConfig(n_layer=1, n_head=2, d_model=16, d_ff=32)), directory, {})
+    return directory
+
+
+def train(run_dir: Path, base: Path, *overrides: str) -> dict:
+    command = [SCRIPT, f"hydra.run.dir={run_dir}", f"paths.outputs_dir={run_dir.parent}/outputs",
+               f"base.path={base}", *RUN, *overrides]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("quant", ["none", "nf4_dq"])
+def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, base, quant):
+    ddp = train(tmp_path / "ddp", base, "trainer=ddp_cpu", "regime.batch_size=16", f"quant={quant}")
+    single = train(tmp_path / "single", base, "regime.batch_size=32", f"quant={quant}")
+
+    digests = ddp["trainable_sha256_per_rank"]
+    assert len(digests) == 2 and digests[0] == digests[1]  # DDP kept the ranks' adapters identical
+    assert ddp["train_steps"] == single["train_steps"] == 12
+    for key, tolerance in TOLERANCE.items():
+        assert ddp[key] == pytest.approx(single[key], rel=tolerance), key
+    # only rank 0 wrote: one adapter, one metrics file, no per-rank copies
+    written = {p.name for p in (tmp_path / "ddp").iterdir()}
+    assert {"adapter", "metrics.json", "manifest.json", "memory.json", "checkpoints"} <= written
+    assert not {p for p in (tmp_path / "ddp").rglob("*") if "rank" in p.name and p.suffix != ".log"}
