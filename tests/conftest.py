@@ -23,6 +23,18 @@ QUICK = [
 ]
 
 
+def save_tiny_base(directory: Path, dropout: float = 0.0) -> Path:
+    """An untrained base of the ``model=tiny`` shape, for tests that need its shape and hash, not its skill."""
+    import torch
+
+    from minituner.base_store import save_base
+    from minituner.model import MiniGPT, MiniGPTConfig
+
+    torch.manual_seed(0)
+    save_base(MiniGPT(MiniGPTConfig(n_layer=1, n_head=2, d_model=16, d_ff=32, dropout=dropout)), directory, {})
+    return directory
+
+
 def compose_config(overrides: list[str], tmp_path: Path, run: str = "run") -> DictConfig:
     """The `train` config as Hydra composes it, with every output under ``tmp_path``."""
     paths = [f"paths.outputs_dir={tmp_path}/outputs", f"paths.output_dir={tmp_path}/{run}"]

@@ -13,10 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-
-from minituner.base_store import save_base
-from minituner.model import MiniGPT, MiniGPTConfig
+from conftest import save_tiny_base
 
 SCRIPT = str(Path(sys.executable).parent / "minituner-train")
 RUN = ["model=tiny", "regime.max_steps=12", "regime.max_epochs=-1", "trainer.limit_val_batches=1",
@@ -27,10 +24,7 @@ TOLERANCE = {"ppl": 0.02, "regular_ppl": 0.02}  # relative
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("base") / "tiny"
-    torch.manual_seed(0)
-    save_base(MiniGPT(MiniGPTConfig(n_layer=1, n_head=2, d_model=16, d_ff=32)), directory, {})
-    return directory
+    return save_tiny_base(tmp_path_factory.mktemp("base") / "tiny")
 
 
 def train(run_dir: Path, base: Path, *overrides: str) -> dict:

@@ -14,10 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-
-from minituner.base_store import save_base
-from minituner.model import MiniGPT, MiniGPTConfig
+from conftest import save_tiny_base
 
 HERE = Path(__file__).parent
 SCRIPT = str(Path(sys.executable).parent / "minituner-train")
@@ -29,10 +26,7 @@ VARYING = {"train_seconds", "adapter_dir"}  # what may differ between two identi
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("base") / "tiny"
-    torch.manual_seed(0)
-    save_base(MiniGPT(MiniGPTConfig(n_layer=1, n_head=2, d_model=16, d_ff=32, dropout=0.1)), directory, {})
-    return directory
+    return save_tiny_base(tmp_path_factory.mktemp("base") / "tiny", dropout=0.1)
 
 
 def train(tmp_path: Path, base: Path, *overrides: str, crash_at: int | str | None = None):
