@@ -9,11 +9,14 @@ NF4 + double-quantized base), times in one process, on the same model and the sa
 * ``minituner``: the Lightning Trainer with minituner's LightningModule and its per-step
   callback (the NaN guard), timed between consecutive batch starts, so data fetching, hooks
   and logging count;
-* ``peft``: when ``peft`` is installed, PEFT's LoRA on the same MiniGPT in the plain loop.
+* ``peft``: when ``peft`` is installed, PEFT's LoRA on the same MiniGPT in the plain loop; for
+  QLoRA, when ``bitsandbytes`` is installed too, PEFT's LoRA on bitsandbytes's NF4 + double-
+  quantized ``Linear4bit`` layers (blocks of 64, CPU kernels) in place of the same linears.
 
 Median step time over the timed steps (after warm-up), tokens per second, and the ratios the
 goals are about: minituner / plain (framework overhead, goal <= 1.10 at ~100M), LoRA minituner /
-PEFT (goal <= 1.0), QLoRA / LoRA (goal <= 1.10 at ~100M on CPU).
+PEFT (goal <= 1.0), QLoRA / LoRA (goal <= 1.10 at ~100M on CPU), QLoRA minituner / PEFT +
+bitsandbytes (goal <= 1.0).
 
     .venv/bin/python benchmarks/train_throughput.py [--models minigpt minigpt_100m] [--steps 5]
 """
@@ -30,6 +33,7 @@ from functools import partial
 import lightning as L
 import torch
 from omegaconf import OmegaConf
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from callbacks.nan_guard import NaNGuard
@@ -43,6 +47,10 @@ try:
     import peft
 except ImportError:  # optional reference
     peft = None
+try:
+    import bitsandbytes
+except ImportError:  # optional reference
+    bitsandbytes = None
 
 # batch (sequences x tokens) per model: the default's real training batch; a CPU-sized one at ~100M
 BATCHES = {"minigpt": (32, 64), "minigpt_100m": (4, 128)}
@@ -137,10 +145,30 @@ def minituner_loop(model: MiniGPT, batch: dict, warmup: int, steps: int) -> list
     return timer.step_times()[warmup:]
 
 
-def peft_loop(config: MiniGPTConfig, batch: dict, warmup: int, steps: int) -> list[float]:
+def bitsandbytes_quantized(model: MiniGPT) -> MiniGPT:
+    """``model`` with the linears ``quantize_model`` quantizes as bitsandbytes NF4 + double quantization."""
+    for name in [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head"]:
+        parent_name, _, child = name.rpartition(".")
+        parent, linear = model.get_submodule(parent_name), model.get_submodule(name)
+        layer = bitsandbytes.nn.Linear4bit(
+            linear.in_features, linear.out_features, bias=linear.bias is not None,
+            compute_dtype=torch.float32, compress_statistics=True, quant_type="nf4",
+        )  # fmt: skip
+        layer.weight = bitsandbytes.nn.Params4bit(
+            linear.weight.data, requires_grad=False, blocksize=64, compress_statistics=True, quant_type="nf4"
+        )
+        if linear.bias is not None:
+            layer.bias = nn.Parameter(linear.bias.data, requires_grad=False)
+        setattr(parent, child, layer.to("cpu"))  # quantizes here
+    return model
+
+
+def peft_loop(config: MiniGPTConfig, batch: dict, warmup: int, steps: int, quantized: bool = False) -> list[float]:
     """Seconds per step of PEFT's LoRA (same rank, alpha, dropout, targets) in the plain loop."""
     torch.manual_seed(0)
     base = MiniGPT(config)
+    if quantized:
+        base = bitsandbytes_quantized(base)
     lora = peft.LoraConfig(
         r=LORA.r, lora_alpha=LORA.alpha, lora_dropout=LORA.dropout, target_modules=["fc_in", "fc_out"]
     )
@@ -148,37 +176,58 @@ def peft_loop(config: MiniGPTConfig, batch: dict, warmup: int, steps: int) -> li
     return plain_loop(model, batch, warmup, steps, forward=lambda: base(batch["input_ids"], batch["targets"])[1])
 
 
+def parse_batch(text: str) -> tuple[int, int]:
+    sequences, _, tokens = text.partition("x")
+    return int(sequences), int(tokens)
+
+
 def summary(times: list[float], tokens: int) -> dict:
     median = statistics.median(times)
     return {"median_step_s": round(median, 5), "tokens_per_s": round(tokens / median, 1), "steps": len(times)}
 
 
-def measure(name: str, warmup: int, steps: int) -> dict:
-    config = shape(name)
-    batch_size, seq = BATCHES[name]
-    batch = fixed_batch(config, batch_size, seq)
-    tokens = batch_size * seq
-    rows: dict = {}
+def variants(config: MiniGPTConfig, batch: dict, warmup: int, steps: int) -> dict:
+    """(regime, loop) -> a function timing that loop once: seconds per timed step."""
+    loops = {}
     for regime in ("full", "lora", "qlora"):
-        rows[regime] = {
-            "plain": summary(plain_loop(build(config, regime), batch, warmup, steps), tokens),
-            "minituner": summary(minituner_loop(build(config, regime), batch, warmup, steps), tokens),
-        }
+        loops[regime, "plain"] = lambda r=regime: plain_loop(build(config, r), batch, warmup, steps)
+        loops[regime, "minituner"] = lambda r=regime: minituner_loop(build(config, r), batch, warmup, steps)
     if peft is not None:
-        rows["lora"]["peft"] = summary(peft_loop(config, batch, warmup, steps), tokens)
+        loops["lora", "peft"] = lambda: peft_loop(config, batch, warmup, steps)
+    if peft is not None and bitsandbytes is not None:
+        loops["qlora", "peft_bitsandbytes"] = lambda: peft_loop(config, batch, warmup, steps, quantized=True)
+    return loops
 
-    def ratio(a: dict, b: dict) -> float:
-        return round(a["median_step_s"] / b["median_step_s"], 3)
 
-    ratios = {f"{r}_minituner_vs_plain": ratio(rows[r]["minituner"], rows[r]["plain"]) for r in rows}
-    ratios["qlora_vs_lora_minituner"] = ratio(rows["qlora"]["minituner"], rows["lora"]["minituner"])
-    ratios["qlora_vs_lora_plain"] = ratio(rows["qlora"]["plain"], rows["lora"]["plain"])
+def measure(name: str, batch_shape: tuple[int, int], warmup: int, steps: int, rounds: int) -> dict:
+    """Every variant ``rounds`` times in turn (so a slow spell of the machine hits them all alike)."""
+    config = shape(name)
+    batch_size, seq = batch_shape
+    loops = variants(config, fixed_batch(config, batch_size, seq), warmup, steps)
+    times: dict = {key: [] for key in loops}
+    for _ in range(rounds):
+        for key, loop in loops.items():
+            times[key] += loop()
+    rows: dict = {}
+    for (regime, loop), measured in times.items():
+        rows.setdefault(regime, {})[loop] = summary(measured, batch_size * seq)
+
+    def ratio(regime: str, loop: str, other_regime: str, other_loop: str) -> float:
+        return round(rows[regime][loop]["median_step_s"] / rows[other_regime][other_loop]["median_step_s"], 3)
+
+    ratios = {f"{r}_minituner_vs_plain": ratio(r, "minituner", r, "plain") for r in rows}
+    ratios["qlora_vs_lora_minituner"] = ratio("qlora", "minituner", "lora", "minituner")
+    ratios["qlora_vs_lora_plain"] = ratio("qlora", "plain", "lora", "plain")
     if "peft" in rows["lora"]:
-        ratios["lora_minituner_vs_peft"] = ratio(rows["lora"]["minituner"], rows["lora"]["peft"])
-        ratios["lora_plain_vs_peft"] = ratio(rows["lora"]["plain"], rows["lora"]["peft"])
+        ratios["lora_minituner_vs_peft"] = ratio("lora", "minituner", "lora", "peft")
+        ratios["lora_plain_vs_peft"] = ratio("lora", "plain", "lora", "peft")
+    if "peft_bitsandbytes" in rows["qlora"]:
+        ratios["qlora_minituner_vs_peft_bitsandbytes"] = ratio("qlora", "minituner", "qlora", "peft_bitsandbytes")
+        ratios["qlora_vs_lora_peft_bitsandbytes"] = ratio("qlora", "peft_bitsandbytes", "lora", "peft")
     return {
         "parameters": sum(p.numel() for p in MiniGPT(config).parameters()),
         "batch": {"sequences": batch_size, "tokens_per_sequence": seq},
+        "rounds": rounds,
         "regimes": rows,
         "ratios": ratios,
     }
@@ -187,14 +236,20 @@ def measure(name: str, warmup: int, steps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(BATCHES), choices=list(BATCHES))
-    parser.add_argument("--steps", type=int, default=7, help="timed steps per measurement (after 2 warm-up steps)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement (after 2 warm-up steps)")
+    parser.add_argument("--rounds", type=int, default=3, help="measurements of each variant, taken in turn")
+    parser.add_argument("--batch", type=parse_batch, help="sequences x tokens, e.g. 4x256 (default: per model)")
     args = parser.parse_args()
     torch.set_num_threads(2)  # the development machine's cores; the same for every measurement
     torch.use_deterministic_algorithms(True)  # as the cpu trainer config runs
     result = {
         "host": {"machine": platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__},
         "peft": getattr(peft, "__version__", None),
-        "models": {name: measure(name, warmup=2, steps=args.steps) for name in args.models},
+        "bitsandbytes": getattr(bitsandbytes, "__version__", None),
+        "models": {
+            name: measure(name, args.batch or BATCHES[name], warmup=2, steps=args.steps, rounds=args.rounds)
+            for name in args.models
+        },
     }
     print(json.dumps(result, indent=2))
 

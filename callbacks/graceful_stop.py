@@ -1,11 +1,13 @@
-"""SIGTERM / SIGINT: finish the current step, end training, save, then exit with 128 + signal.
+"""SIGTERM / SIGINT / SIGUSR2: finish the current step, end training, save, exit with 128 + signal.
 
 A scheduler's SIGTERM (pre-emption, ``scancel``) or a Ctrl-C no longer throws a run away:
 the step in flight completes, fit ends as if ``max_steps`` were reached, the test metrics are
 measured and the adapter (or model) is written as usual, with ``stopped_by_signal`` in
 ``metrics.json`` and ``status: interrupted`` in the manifest; ``minituner-train`` then exits with
-the conventional code (143 for SIGTERM, 130 for SIGINT). A second signal stops at once. A
-pretraining run that is interrupted does not put its half-trained base into the cache.
+the conventional code (143 for SIGTERM, 130 for SIGINT, 140 for SIGUSR2). A second signal stops at
+once. A pretraining run that is interrupted does not put its half-trained base into the cache.
+SIGUSR2 is what the submitit launcher (``hydra/launcher=slurm``) has SLURM send ``signal_delay_s``
+before a job's time limit: the job saves and stops instead of being killed at the limit.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from minituner.run_hooks import RunContext, RunHooks
 
 log = logging.getLogger(__name__)
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
 
 class GracefulStop(L.Callback, RunHooks):
-    """Turn SIGTERM / SIGINT into a clean stop after the current training step."""
+    """Turn SIGTERM / SIGINT / SIGUSR2 into a clean stop after the current training step."""
 
     def __init__(self):
         self.received: signal.Signals | None = None
@@ -37,7 +39,7 @@ class GracefulStop(L.Callback, RunHooks):
         log.warning("%s received: finishing the current step, then saving", self.received.name)
 
     def _install(self) -> dict:
-        """Make ``_handle`` the handler of both signals; return the handlers it replaced."""
+        """Make ``_handle`` the handler of every signal in ``SIGNALS``; return the handlers it replaced."""
         if threading.current_thread() is not threading.main_thread():  # Python only lets it install handlers
             return {}
         return {s: signal.signal(s, self._handle) for s in SIGNALS}

@@ -1,8 +1,9 @@
-"""SIGTERM / SIGINT during training: the step finishes, the artifacts are saved, the exit code says why."""
+"""SIGTERM / SIGINT (/ SIGUSR2) during training: the step finishes, the artifacts are saved, the exit code says why."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -11,6 +12,8 @@ from pathlib import Path
 from conftest import QUICK
 from safetensors.torch import load_file
 from test_train_e2e import SCRIPT, cached_bases, read_metrics, run_cli
+
+from callbacks.graceful_stop import GracefulStop
 
 LONG = [o for o in QUICK if not o.startswith("trainer.max_steps")] + ["trainer.max_steps=1000000"]
 
@@ -54,3 +57,14 @@ def test_an_interrupted_pretraining_caches_no_base(tmp_path):
     assert manifest["status"] == "failed"
     assert manifest["error"]["message"].startswith("pretraining stopped by SIGINT at step")
     assert "the base is not cached" in (tmp_path / "pre/train.log").read_text()
+
+
+def test_sigusr2_the_slurm_launchers_time_limit_warning_is_a_graceful_stop_too():
+    stop = GracefulStop()
+    previous = stop._install()
+    try:
+        os.kill(os.getpid(), signal.SIGUSR2)  # handled before os.kill returns (main thread)
+        assert stop.run_metrics() == {"stopped_by_signal": "SIGUSR2"}
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
