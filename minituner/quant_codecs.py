@@ -26,6 +26,9 @@ NF4_CODEBOOK = torch.tensor(
 _NF4_MIDPOINTS = (NF4_CODEBOOK[1:] + NF4_CODEBOOK[:-1]) / 2
 # Byte -> its two levels (high nibble first): one lookup per byte instead of unpacking nibbles.
 _NF4_PAIRS = torch.stack(torch.meshgrid(NF4_CODEBOOK, NF4_CODEBOOK, indexing="ij"), dim=-1).view(256, 2)
+# The same pairs, each as one 8-byte integer: gathering 256 scalars is about twice as fast on
+# the CPU as gathering rows of two floats, and viewing the result as float32 gives the pairs back.
+_NF4_PAIRS_PACKED = _NF4_PAIRS.contiguous().view(torch.int64).view(256)
 NF4_BLOCK = 64
 SCALE_BLOCK = 256
 
@@ -107,7 +110,7 @@ def nf4_dequantize(
     packed: torch.Tensor, absmax: torch.Tensor, shape: torch.Size, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """Weight of ``shape`` from packed NF4 codes and per-block scales."""
-    levels = _NF4_PAIRS.to(packed.device).index_select(0, packed.int())  # (bytes, 2)
+    levels = _NF4_PAIRS_PACKED.to(packed.device).index_select(0, packed.int()).view(torch.float32)  # 2 per byte
     return levels.view(absmax.numel(), -1).mul_(absmax[:, None]).view(shape).to(dtype)
 
 
