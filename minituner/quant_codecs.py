@@ -29,6 +29,9 @@ _NF4_PAIRS = torch.stack(torch.meshgrid(NF4_CODEBOOK, NF4_CODEBOOK, indexing="ij
 # The same pairs, each as one 8-byte integer: gathering 256 scalars is about twice as fast on
 # the CPU as gathering rows of two floats, and viewing the result as float32 gives the pairs back.
 _NF4_PAIRS_PACKED = _NF4_PAIRS.contiguous().view(torch.int64).view(256)
+# Bytes looked up per CPU gather: the int32 index copy of a chunk stays small and is reused by the
+# allocator, where one of a whole large layer (over 32 MiB) would be fresh, page-faulting memory.
+_GATHER_CHUNK = 1 << 18
 NF4_BLOCK = 64
 SCALE_BLOCK = 256
 
@@ -110,7 +113,15 @@ def nf4_dequantize(
     packed: torch.Tensor, absmax: torch.Tensor, shape: torch.Size, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """Weight of ``shape`` from packed NF4 codes and per-block scales."""
-    levels = _NF4_PAIRS_PACKED.to(packed.device).index_select(0, packed.int()).view(torch.float32)  # 2 per byte
+    table = _NF4_PAIRS_PACKED.to(packed.device)
+    if packed.is_cuda or packed.numel() <= _GATHER_CHUNK:  # one kernel on a GPU
+        pairs = table.index_select(0, packed.int())
+    else:
+        pairs = torch.empty(packed.numel(), dtype=torch.int64)
+        for start in range(0, packed.numel(), _GATHER_CHUNK):
+            stop = start + _GATHER_CHUNK
+            torch.index_select(table, 0, packed[start:stop].int(), out=pairs[start:stop])
+    levels = pairs.view(torch.float32)  # two levels per byte, high nibble first
     return levels.view(absmax.numel(), -1).mul_(absmax[:, None]).view(shape).to(dtype)
 
 
