@@ -114,7 +114,7 @@ def nf4_dequantize(
 ) -> torch.Tensor:
     """Weight of ``shape`` from packed NF4 codes and per-block scales."""
     table = _NF4_PAIRS_PACKED.to(packed.device)
-    if packed.is_cuda or packed.numel() <= _GATHER_CHUNK:  # one kernel on a GPU
+    if packed.device.type != "cpu" or packed.numel() <= _GATHER_CHUNK:  # one kernel on a GPU
         pairs = table.index_select(0, packed.int())
     else:
         pairs = torch.empty(packed.numel(), dtype=torch.int64)
