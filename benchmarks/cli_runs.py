@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-SCRIPT = str(Path(sys.executable).parent / "minituner-train")
+from minituner.apps.runner import run_app
 
 
 def timed_run(outputs: Path, name: str, *overrides: str) -> tuple[float, dict]:
     """Run the training app with ``overrides`` under ``outputs``; return (wall seconds, metrics)."""
     run_dir = outputs / name
-    command = [SCRIPT, f"hydra.run.dir={run_dir}", f"paths.outputs_dir={outputs}", *overrides]
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    run_app("train", f"hydra.run.dir={run_dir}", f"paths.outputs_dir={outputs}", *overrides, timeout=None, check=True)
     return time.perf_counter() - started, json.loads((run_dir / "metrics.json").read_text())

@@ -22,8 +22,8 @@ import torch
 from matplotlib.figure import Figure
 from train_throughput import BATCHES, LORA, build, fixed_batch, optimizer_for, shape
 
-from minituner.footprint import predict
-from minituner.memory_ledger import process_memory, tensor_ledger
+from minituner.memory.footprint import predict
+from minituner.memory.ledger import process_memory, tensor_ledger
 
 MODEL = "minigpt_100m"
 REGIMES = ("full", "lora", "qlora")

@@ -18,9 +18,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from minituner.quant_codecs import int4_dequantize, int4_quantize, nf4_dequantize, nf4_quantize
-from minituner.quant_linear import QuantizedLinear
-from minituner.quant_storage import storage_report
+from minituner.quant.codecs import int4_dequantize, int4_quantize, nf4_dequantize, nf4_quantize
+from minituner.quant.linear import QuantizedLinear
+from minituner.quant.storage import storage_report
 
 try:
     import bitsandbytes.functional as bnb

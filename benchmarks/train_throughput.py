@@ -32,16 +32,16 @@ from functools import partial
 
 import lightning as L
 import torch
+from minituner.callbacks.nan_guard import NaNGuard
 from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from callbacks.nan_guard import NaNGuard
-from minituner.base_store import CONF_DIR
-from minituner.lora_inject import LoRAConfig, inject_lora
-from minituner.model import MiniGPT, MiniGPTConfig
-from minituner.module import MiniGPTModule
-from minituner.quant_linear import quantize_model
+from minituner.config.shipped import CONF_DIR
+from minituner.lora.inject import LoRAConfig, inject_lora
+from minituner.model.minigpt import MiniGPT, MiniGPTConfig
+from minituner.quant.linear import quantize_model
+from minituner.training.module import MiniGPTModule
 
 try:
     import peft

@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
-from minituner.run_hooks import RunHooks
+from minituner.training.run_hooks import RunHooks
 
 MODES = ("min", "max")
 

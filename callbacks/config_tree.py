@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from rich.syntax import Syntax
 from rich.tree import Tree
 
-from minituner.run_hooks import RunContext, RunHooks
+from minituner.training.run_hooks import RunContext, RunHooks
 
 FIRST = ("model", "regime", "lora", "quant", "data", "trainer")
 

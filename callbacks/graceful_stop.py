@@ -18,7 +18,7 @@ import threading
 
 import lightning as L
 
-from minituner.run_hooks import RunContext, RunHooks
+from minituner.training.run_hooks import RunContext, RunHooks
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import OmegaConf
 
-from minituner.run_hooks import RunContext, RunHooks
+from minituner.training.run_hooks import RunContext, RunHooks
 
 HPARAM_KEYS = {
     "regime": "regime.name",

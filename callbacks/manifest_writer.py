@@ -16,9 +16,9 @@ import traceback
 import lightning as L
 from omegaconf import OmegaConf
 
-from minituner.artifacts import write_json_atomic
-from minituner.provenance import git_state, host_info, package_versions
-from minituner.run_hooks import RunContext, RunHooks, is_main_process
+from minituner.store.artifacts import write_json_atomic
+from minituner.store.provenance import git_state, host_info, package_versions
+from minituner.training.run_hooks import RunContext, RunHooks, is_main_process
 
 MANIFEST_FILE = "manifest.json"
 

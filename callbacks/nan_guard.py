@@ -22,12 +22,12 @@ import lightning as L
 import torch
 from safetensors.torch import save_file
 
-from minituner.adapter_io import save_adapter
-from minituner.artifacts import sha256_file, write_atomic, write_json_atomic
-from minituner.config_nodes import lora_config
-from minituner.lora import lora_layers
-from minituner.quant_linear import QuantizedLinear
-from minituner.run_hooks import RunContext, RunHooks, is_main_process
+from minituner.config.nodes import lora_config
+from minituner.lora.adapter_io import save_adapter
+from minituner.lora.layer import lora_layers
+from minituner.quant.linear import QuantizedLinear
+from minituner.store.artifacts import sha256_file, write_atomic, write_json_atomic
+from minituner.training.run_hooks import RunContext, RunHooks, is_main_process
 
 log = logging.getLogger(__name__)
 

@@ -11,41 +11,16 @@ Checkpoints are taken only after an optimizer step, never inside a gradient-accu
 
 from __future__ import annotations
 
-import random
 import shutil
 
 import lightning as L
-import numpy as np
-import torch
 from lightning.pytorch.callbacks import Checkpoint
 
-from minituner.checkpoint_io import CheckpointError, checkpoint_dirs
-from minituner.resumable_loader import LoaderPosition
-from minituner.resume import CHECKPOINT_DIR, resumable_config
-from minituner.run_hooks import RunContext, RunHooks
-
-
-def rng_states() -> dict:
-    """Every RNG a training step may draw from, as tensors and plain values."""
-    name, keys, position, has_gauss, gauss = np.random.get_state()
-    states = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
-    }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict) -> None:
-    """Put back what :func:`rng_states` returned."""
-    torch.set_rng_state(states["torch"])
-    random.setstate(states["python"])
-    name, keys, position, has_gauss, gauss = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+from minituner.data.resumable_loader import LoaderPosition
+from minituner.store.checkpoint_io import CheckpointError, checkpoint_dirs
+from minituner.store.resume import CHECKPOINT_DIR, resumable_config
+from minituner.store.rng_state import rng_states, set_rng_states
+from minituner.training.run_hooks import RunContext, RunHooks
 
 
 class ResumeCheckpoint(Checkpoint, RunHooks):

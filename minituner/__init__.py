@@ -1,11 +1,14 @@
-"""minituner: LoRA and QLoRA fine-tuning of MiniGPT with PyTorch Lightning and Hydra."""
+"""minituner: LoRA and QLoRA fine-tuning of MiniGPT with PyTorch Lightning and Hydra.
 
-from omegaconf import OmegaConf
+The rooms (the README's "Layout and data flow" draws how a run passes through them):
+``model`` (network, tokenizer), ``data`` (corpus, datamodules), ``lora`` (adapters), ``quant``
+(quantized frozen weights), ``memory`` (calculator, ledger), ``training`` (LightningModule, the
+run pipeline), ``store`` (files on disk: atomic writes, base cache, checkpoints, resume,
+provenance), ``config`` (shipped configs, validation), ``reports`` (generated REPORT.md and
+plots), ``callbacks`` (Lightning callbacks) and ``apps`` (one module per console script; nothing
+in the library imports them).
+"""
 
-from minituner.examples import example_file
+from minituner.config.resolvers import register_resolvers
 
-# `${example_file:sentiment.jsonl}` in a config: the shipped example, wherever minituner is installed
-OmegaConf.register_new_resolver("example_file", example_file, replace=True)
-# hydra.run.dir / hydra.output_subdir: `resume=<run dir>` continues in that directory and keeps its .hydra/
-OmegaConf.register_new_resolver("run_dir", lambda resume, fresh: resume or fresh, replace=True)
-OmegaConf.register_new_resolver("hydra_subdir", lambda resume: None if resume else ".hydra", replace=True)
+register_resolvers()

@@ -9,8 +9,8 @@ import os
 import signal
 import sys
 
-from minituner.module import MiniGPTModule
-from minituner.train import main
+from minituner.apps.train import main
+from minituner.training.module import MiniGPTModule
 
 KILL_AT, _, SIGNAL = sys.argv.pop(1).partition(":")
 KILL_AT, SIGNAL = int(KILL_AT), signal.Signals[SIGNAL or "SIGKILL"]

@@ -4,37 +4,15 @@ import json
 
 import pytest
 import torch
+from helpers import BASE_SHA, IDX, base_model, trained_adapter
 
-from minituner import adapter_io
-from minituner.adapter_io import AdapterError, load_adapter, read_adapter, save_adapter
-from minituner.base_store import load_base, save_base
-from minituner.lora import adapter_parameters, lora_layers
-from minituner.lora_inject import LoRAConfig, inject_lora
-from minituner.merge import apply_adapter
-from minituner.merge import main as merge_main
-from minituner.model import MiniGPT, MiniGPTConfig
-
-IDX = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
-BASE_SHA = "ab" * 32
-
-
-def base_model() -> MiniGPT:
-    torch.manual_seed(0)
-    return MiniGPT(MiniGPTConfig()).eval()
-
-
-def trained_adapter(tmp_path, config=None, name="adapter", base_sha=BASE_SHA):
-    config = config or LoRAConfig(target_modules="attn_qv")
-    model = base_model()
-    inject_lora(model, config)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for param in adapter_parameters(model).values():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
-        if config.bias != "none":
-            next(iter(lora_layers(model).values())).base_layer.bias.add_(0.5)
-    save_adapter(model, tmp_path / name, config, "minigpt-test", base_sha)
-    return model, tmp_path / name
+from minituner.apps.merge import main as merge_main
+from minituner.lora import adapter_io
+from minituner.lora.adapter_io import AdapterError, load_adapter, read_adapter, save_adapter
+from minituner.lora.inject import LoRAConfig, inject_lora
+from minituner.lora.merge import apply_adapter
+from minituner.model.minigpt import MiniGPT, MiniGPTConfig
+from minituner.store.base_cache import load_base, save_base
 
 
 def test_files_and_keys_follow_peft(tmp_path):

@@ -13,12 +13,12 @@ import time
 
 import pytest
 
-from minituner.adapter_io import read_adapter, save_adapter
-from minituner.artifacts import write_json_atomic
-from minituner.base_store import load_base
-from minituner.checkpoint_io import load_checkpoint_dir
-from minituner.lora_inject import LoRAConfig, inject_lora
-from minituner.model import MiniGPT, MiniGPTConfig
+from minituner.lora.adapter_io import read_adapter, save_adapter
+from minituner.lora.inject import LoRAConfig, inject_lora
+from minituner.model.minigpt import MiniGPT, MiniGPTConfig
+from minituner.store.artifacts import write_json_atomic
+from minituner.store.base_cache import load_base
+from minituner.store.checkpoint_io import load_checkpoint_dir
 
 TINY = MiniGPTConfig(n_layer=1, n_head=2, d_model=16, d_ff=32)
 
@@ -26,11 +26,11 @@ TINY = MiniGPTConfig(n_layer=1, n_head=2, d_model=16, d_ff=32)
 WRITER = """
 import sys, torch
 from pathlib import Path
-from minituner.adapter_io import save_adapter
-from minituner.artifacts import write_json_atomic
-from minituner.base_store import save_base
-from minituner.lora_inject import LoRAConfig, inject_lora
-from minituner.model import MiniGPT, MiniGPTConfig
+from minituner.lora.adapter_io import save_adapter
+from minituner.store.artifacts import write_json_atomic
+from minituner.store.base_cache import save_base
+from minituner.lora.inject import LoRAConfig, inject_lora
+from minituner.model.minigpt import MiniGPT, MiniGPTConfig
 
 kind, target = sys.argv[1], Path(sys.argv[2])
 config = MiniGPTConfig(n_layer=1, n_head=2, d_model=16, d_ff=32)
@@ -42,7 +42,7 @@ while True:
     elif kind == "base":
         save_base(MiniGPT(config), target, {"version": version % 2})
     elif kind == "checkpoint":
-        from minituner.checkpoint_io import save_checkpoint_dir  # imports Lightning: only where needed
+        from minituner.store.checkpoint_io import save_checkpoint_dir  # imports Lightning: only where needed
         state = {"state_dict": MiniGPT(config).state_dict(), "optimizer_states": [{"state": {0: {"step": 1.0}}}]}
         save_checkpoint_dir(state | {"version": version % 2}, target)
     else:
@@ -84,7 +84,7 @@ import resource, signal, sys
 from pathlib import Path
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write (EFBIG) instead of killing the process
 resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
-from minituner.artifacts import write_json_atomic
+from minituner.store.artifacts import write_json_atomic
 try:
     write_json_atomic(Path(sys.argv[1]), {"version": 2, "payload": "x" * 200_000})
 except OSError as error:

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config
+from helpers import compose_config
 from hydra.errors import ConfigCompositionException
 
-from minituner.adapter_io import AdapterError, load_adapter, save_adapter
-from minituner.base_store import load_base, save_base
-from minituner.checkpoint_io import CheckpointError, load_checkpoint_dir, save_checkpoint_dir
-from minituner.instruction_data import DataFileError, read_records
-from minituner.lora_inject import LoRAConfig, inject_lora
-from minituner.model import MiniGPT, MiniGPTConfig
-from minituner.module import MiniGPTModule
-from minituner.validation import ConfigError, validate_config
+from minituner.config.validation import ConfigError, validate_config
+from minituner.data.instructions import DataFileError, read_records
+from minituner.lora.adapter_io import AdapterError, load_adapter, save_adapter
+from minituner.lora.inject import LoRAConfig, inject_lora
+from minituner.model.minigpt import MiniGPT, MiniGPTConfig
+from minituner.store.base_cache import load_base, save_base
+from minituner.store.checkpoint_io import CheckpointError, load_checkpoint_dir, save_checkpoint_dir
+from minituner.training.module import MiniGPTModule
 
 TINY = MiniGPTConfig(n_layer=1, n_head=2, d_model=16, d_ff=32)
 QV = LoRAConfig(target_modules="attn_qv", r=4)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from minituner.base_store import base_dir_for, base_key, load_base, save_base
-from minituner.model import MiniGPT, MiniGPTConfig
+from minituner.model.minigpt import MiniGPT, MiniGPTConfig
+from minituner.store.base_cache import base_dir_for, base_key, load_base, save_base
 
 TINY = MiniGPTConfig(n_layer=1, n_head=2, d_model=16, d_ff=32)
 

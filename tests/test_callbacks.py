@@ -7,19 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUICK, compose_config
+from helpers import QUICK, compose_config
+from minituner.callbacks.nan_guard import NonFiniteError
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from callbacks.nan_guard import NonFiniteError
-from minituner.artifacts import sha256_file
-from minituner.base_store import save_base
-from minituner.lora_inject import LoRAConfig, inject_lora
-from minituner.memory_ledger import tensor_ledger
-from minituner.model import MiniGPT, MiniGPTConfig
-from minituner.module import MiniGPTModule
-from minituner.quant_linear import quantize_model
-from minituner.train import train
+from minituner.lora.inject import LoRAConfig, inject_lora
+from minituner.memory.ledger import tensor_ledger
+from minituner.model.minigpt import MiniGPT, MiniGPTConfig
+from minituner.quant.linear import quantize_model
+from minituner.store.artifacts import sha256_file
+from minituner.store.base_cache import save_base
+from minituner.training.module import MiniGPTModule
+from minituner.training.pipeline import train
 
 BAD_STEP = 1  # the optimizer step whose loss or gradient turns non-finite
 

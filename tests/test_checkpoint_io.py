@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from callbacks.resume_checkpoint import rng_states, set_rng_states
-from minituner.checkpoint_io import (
+from minituner.data.resumable_loader import ResumableDataLoader
+from minituner.store.checkpoint_io import (
     CheckpointError,
     load_checkpoint_dir,
     newest_valid_checkpoint,
     save_checkpoint_dir,
 )
-from minituner.resumable_loader import ResumableDataLoader
+from minituner.store.rng_state import rng_states, set_rng_states
 
 
 def test_nested_values_round_trip_exactly(tmp_path):

@@ -7,11 +7,11 @@ import torch
 from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 
-from minituner.base_store import CONF_DIR
-from minituner.config_nodes import model_config
-from minituner.model import MiniGPT
-from minituner.train import train
-from minituner.validation import ConfigError, validate_config
+from minituner.config.nodes import model_config
+from minituner.config.shipped import CONF_DIR
+from minituner.config.validation import ConfigError, validate_config
+from minituner.model.minigpt import MiniGPT
+from minituner.training.pipeline import train
 
 GROUPS = ("model", "data", "regime", "trainer", "logger", "callbacks", "paths", "experiment")
 

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from minituner.corpus import (
+from minituner.data.corpus import (
     CONTROL_VERBS,
     IRREGULAR_VERBS,
     SPLITS,
@@ -13,7 +13,7 @@ from minituner.corpus import (
     task_items,
     third_person,
 )
-from minituner.tokenizer import ByteTokenizer
+from minituner.model.tokenizer import ByteTokenizer
 
 TRAINING_SPLITS = ("pretrain_train", "irregular_train")
 HELD_OUT_SPLITS = ("pretrain_val", "irregular_val", "irregular_test", "regular_val", "regular_test")

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config
+from helpers import compose_config
 
-from minituner.config_nodes import model_config
-from minituner.footprint import predict
-from minituner.model import MiniGPT
-
-SCRIPT = str(Path(sys.executable).parent / "minituner-count")
+from minituner.apps.runner import run_app
+from minituner.config.nodes import model_config
+from minituner.memory.footprint import predict
+from minituner.model.minigpt import MiniGPT
 
 
 def test_count_writes_table_plot_and_report(tmp_path):
-    done = subprocess.run([SCRIPT, f"hydra.run.dir={tmp_path}/count"], capture_output=True, text=True, timeout=120)
+    done = run_app("count", f"hydra.run.dir={tmp_path}/count", timeout=120)
     assert done.returncode == 0, done.stderr
     rows = json.loads((tmp_path / "count" / "count.json").read_text())["rows"]
     assert [r["label"] for r in rows] == ["Full FT", "LoRA r=4", "LoRA r=8", "LoRA r=16", "QLoRA r=8"]

@@ -2,11 +2,11 @@ import math
 
 import torch
 
-from minituner.corpus import TaskItem
-from minituner.data import IrregularDataModule, LanguageModelingDataset, PretrainDataModule, TaskDataset
-from minituner.metrics import candidate_preferences, relative_drift, summed_target_logprob
-from minituner.model import IGNORE_INDEX, MiniGPT, MiniGPTConfig
-from minituner.tokenizer import ByteTokenizer
+from minituner.data.corpus import TaskItem
+from minituner.data.datamodules import IrregularDataModule, LanguageModelingDataset, PretrainDataModule, TaskDataset
+from minituner.model.minigpt import IGNORE_INDEX, MiniGPT, MiniGPTConfig
+from minituner.model.tokenizer import ByteTokenizer
+from minituner.training.metrics import candidate_preferences, relative_drift, summed_target_logprob
 
 TOK = ByteTokenizer()
 

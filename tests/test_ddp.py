@@ -8,14 +8,11 @@ rank averages its loss over its own tokens, so metrics match within a tolerance,
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import save_tiny_base
+from helpers import run_train, save_tiny_base
 
-SCRIPT = str(Path(sys.executable).parent / "minituner-train")
 RUN = ["model=tiny", "regime.max_steps=12", "regime.max_epochs=-1", "trainer.limit_val_batches=1",
        "trainer.limit_test_batches=2", "~callbacks.progress_bar", "trainer.enable_progress_bar=false",
        "callbacks.checkpoint.every_n_steps=5"]  # fmt: skip
@@ -28,9 +25,7 @@ def base(tmp_path_factory) -> Path:
 
 
 def train(run_dir: Path, base: Path, *overrides: str) -> dict:
-    command = [SCRIPT, f"hydra.run.dir={run_dir}", f"paths.outputs_dir={run_dir.parent}/outputs",
-               f"base.path={base}", *RUN, *overrides]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = run_train(run_dir.parent, run_dir.name, f"base.path={base}", *RUN, *overrides, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads((run_dir / "metrics.json").read_text())
 

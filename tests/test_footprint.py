@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minituner.footprint import fits, predict, quantized_weight_bytes
-from minituner.lora_inject import LoRAConfig, inject_lora
-from minituner.model import MiniGPT, MiniGPTConfig
-from minituner.quant_linear import QuantizedLinear, quantize_model
+from minituner.lora.inject import LoRAConfig, inject_lora
+from minituner.memory.footprint import fits, predict, quantized_weight_bytes
+from minituner.model.minigpt import MiniGPT, MiniGPTConfig
+from minituner.quant.linear import QuantizedLinear, quantize_model
 
 SHAPES = [MiniGPTConfig(), MiniGPTConfig(n_layer=1, n_head=2, d_model=16, d_ff=32), MiniGPTConfig(bias=False)]
 LORAS = [

@@ -9,19 +9,16 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import QUICK
+from helpers import QUICK, cached_bases, read_metrics, run_train, start_train
+from minituner.callbacks.graceful_stop import GracefulStop
 from safetensors.torch import load_file
-from test_train_e2e import SCRIPT, cached_bases, read_metrics, run_cli
-
-from callbacks.graceful_stop import GracefulStop
 
 LONG = [o for o in QUICK if not o.startswith("trainer.max_steps")] + ["trainer.max_steps=1000000"]
 
 
 def start_and_signal(tmp_path: Path, run: str, signum: signal.Signals, *overrides: str) -> subprocess.Popen:
     """Start a run that would train for a very long time, signal it once training has begun."""
-    command = [SCRIPT, f"hydra.run.dir={tmp_path}/{run}", f"paths.outputs_dir={tmp_path}/outputs", *overrides]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = start_train(tmp_path, run, *overrides)
     lightning_logs = tmp_path / run / "tensorboard"
     deadline = time.monotonic() + 120
     while not lightning_logs.exists() and time.monotonic() < deadline:  # events appear when fit logs
@@ -33,7 +30,7 @@ def start_and_signal(tmp_path: Path, run: str, signum: signal.Signals, *override
 
 
 def test_sigterm_finishes_the_step_saves_the_adapter_and_exits_143(tmp_path):
-    pre = run_cli(tmp_path, "pre", "regime=pretrain", *QUICK)
+    pre = run_train(tmp_path, "pre", "regime=pretrain", *QUICK)
     assert pre.returncode == 0, pre.stderr
     base = read_metrics(tmp_path / "pre")["base_dir"]
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch.nn.functional as F
-from conftest import QUICK, compose_config
+from helpers import QUICK, compose_config, run_train
 
-from minituner.examples import EXAMPLES_DIR
-from minituner.examples.make_sentiment import LABELS, jsonl_text, sentiment_records
-from minituner.instruction_data import (
+from minituner.config.validation import ConfigError, validate_config
+from minituner.data.examples import EXAMPLES_DIR
+from minituner.data.examples.make_sentiment import LABELS, jsonl_text, sentiment_records
+from minituner.data.instructions import (
     DataFileError,
     InstructionDataModule,
     Record,
@@ -21,11 +20,9 @@ from minituner.instruction_data import (
     read_records,
     split_records,
 )
-from minituner.model import IGNORE_INDEX, MiniGPT, MiniGPTConfig
-from minituner.tokenizer import ByteTokenizer
-from minituner.validation import ConfigError, validate_config
+from minituner.model.minigpt import IGNORE_INDEX, MiniGPT, MiniGPTConfig
+from minituner.model.tokenizer import ByteTokenizer
 
-SCRIPT = str(Path(sys.executable).parent / "minituner-train")
 TOK = ByteTokenizer()
 
 
@@ -152,9 +149,7 @@ def test_label_choices_put_the_records_label_first(tmp_path):
 
 def test_bad_data_file_on_the_command_line_stops_before_any_work(tmp_path):
     bad = write_lines(tmp_path / "bad.jsonl", "{oops", {"instruction": "x", "output": 1})
-    command = [SCRIPT, f"hydra.run.dir={tmp_path}/run", f"paths.outputs_dir={tmp_path}/outputs", "data=jsonl",
-               f"data.path={bad}", *QUICK]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    done = run_train(tmp_path, "run", "data=jsonl", f"data.path={bad}", *QUICK, timeout=120)
     output = done.stdout + done.stderr
     assert done.returncode == 2
     assert f"{bad}:1: invalid JSON" in output and f'{bad}:2: "output" must be a string' in output
@@ -163,13 +158,11 @@ def test_bad_data_file_on_the_command_line_stops_before_any_work(tmp_path):
 
 def test_sentiment_example_end_to_end_on_a_tiny_long_context_model(tmp_path):
     tiny_long = ["model=tiny", "model.block_size=256"]
-    common = [f"paths.outputs_dir={tmp_path}/outputs", *QUICK, *tiny_long]
-    base = subprocess.run([SCRIPT, f"hydra.run.dir={tmp_path}/base", "regime=pretrain_packed", *common],
-                          capture_output=True, text=True)  # fmt: skip
+    common = [*QUICK, *tiny_long]
+    base = run_train(tmp_path, "base", "regime=pretrain_packed", *common)
     assert base.returncode == 0, base.stderr[-2000:]
     base_dir = json.loads((tmp_path / "base/metrics.json").read_text())["base_dir"]
-    run = subprocess.run([SCRIPT, f"hydra.run.dir={tmp_path}/run", "experiment=sentiment", f"base.path={base_dir}",
-                          *common], capture_output=True, text=True)  # fmt: skip
+    run = run_train(tmp_path, "run", "experiment=sentiment", f"base.path={base_dir}", *common)
     assert run.returncode == 0, run.stderr[-2000:]
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())
     for key in ("base_label_acc", "label_acc", "ppl", "regular_ppl", "regular_ppl_drift"):
@@ -181,7 +174,7 @@ def test_sentiment_example_end_to_end_on_a_tiny_long_context_model(tmp_path):
 
 
 def test_packed_pretraining_fills_every_window():
-    from minituner.data import LanguageModelingDataset
+    from minituner.data.datamodules import LanguageModelingDataset
 
     examples = [("go: ", "go: we went."), ("be: ", "be: it is.")] * 10
     packed = LanguageModelingDataset(examples, TOK, block_size=16, kind="lm", pack=True)

@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 import yaml
-from conftest import QUICK
+from helpers import QUICK, read_csv
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
-from test_sweep_report import SCRIPT, read_csv
 
-from minituner.base_store import CONF_DIR
+from minituner.apps.runner import run_app
+from minituner.config.shipped import CONF_DIR
 
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 
 
 def test_parallel_launcher_runs_the_jobs_in_worker_processes_and_reports_them(tmp_path):
-    command = [SCRIPT, "-m", f"paths.outputs_dir={tmp_path}", *QUICK, "hydra/launcher=parallel", "lora.r=2,4"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = run_app("train", "-m", f"paths.outputs_dir={tmp_path}", *QUICK, "hydra/launcher=parallel", "lora.r=2,4")
 
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in done.stdout + done.stderr  # the plugin, not the basic launcher

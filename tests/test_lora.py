@@ -6,16 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from minituner.lora import (
+from minituner.lora.inject import LoRAConfig, inject_lora, select_targets
+from minituner.lora.layer import (
     LoRALinear,
     adapter_parameters,
     merge_adapters,
     set_adapters_enabled,
     unmerge_adapters,
 )
-from minituner.lora_inject import LoRAConfig, inject_lora, select_targets
-from minituner.merge import merged_copy
-from minituner.model import MiniGPT, MiniGPTConfig
+from minituner.lora.merge import merged_copy
+from minituner.model.minigpt import MiniGPT, MiniGPTConfig
 
 
 def base_model(seed: int = 0) -> MiniGPT:

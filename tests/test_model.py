@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from minituner.model import IGNORE_INDEX, MiniGPT, MiniGPTConfig, count_parameters
+from minituner.model.minigpt import IGNORE_INDEX, MiniGPT, MiniGPTConfig, count_parameters
 
 
 def test_default_preset_parameter_count_matches_hand_computation():

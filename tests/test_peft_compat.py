@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from test_adapter_io import IDX, base_model, trained_adapter
+from helpers import IDX, base_model, trained_adapter
 
-from minituner.lora_inject import LoRAConfig
+from minituner.lora.inject import LoRAConfig
 
 peft = pytest.importorskip("peft")
 

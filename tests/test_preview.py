@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from minituner.artifacts import sha256_file
+from minituner.apps.runner import run_app
+from minituner.store.artifacts import sha256_file
 
-SCRIPT = str(Path(sys.executable).parent / "minituner-preview")
 TINY = [
     "model=tiny",
     "trainer.limit_train_batches=5",
@@ -22,8 +20,7 @@ TINY = [
 
 
 def run_preview(tmp_path: Path, name: str) -> dict:
-    command = [SCRIPT, f"hydra.run.dir={tmp_path}/{name}", f"paths.outputs_dir={tmp_path}/outputs", *TINY]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = run_app("preview", f"hydra.run.dir={tmp_path}/{name}", f"paths.outputs_dir={tmp_path}/outputs", *TINY)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((tmp_path / name / "preview.json").read_text())
 

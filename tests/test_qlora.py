@@ -4,12 +4,12 @@ import pytest
 import torch
 from hydra.errors import MissingConfigException
 
-from minituner.adapter_io import load_adapter, save_adapter
-from minituner.lora import LoRALinear, adapter_parameters
-from minituner.lora_inject import LoRAConfig, inject_lora
-from minituner.model import MiniGPT, MiniGPTConfig
-from minituner.quant_linear import QuantizedLinear, quantize_model
-from minituner.validation import ConfigError, validate_config
+from minituner.config.validation import ConfigError, validate_config
+from minituner.lora.adapter_io import load_adapter, save_adapter
+from minituner.lora.inject import LoRAConfig, inject_lora
+from minituner.lora.layer import LoRALinear, adapter_parameters
+from minituner.model.minigpt import MiniGPT, MiniGPTConfig
+from minituner.quant.linear import QuantizedLinear, quantize_model
 
 IDX = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
 
@@ -68,7 +68,7 @@ def test_adapter_trained_on_a_quantized_base_saves_and_loads_in_peft_layout(tmp_
 
 
 def test_trainable_summary_counts_the_quantized_weights():
-    from minituner.lora_inject import trainable_summary
+    from minituner.lora.inject import trainable_summary
 
     last = trainable_summary(qlora_model()).splitlines()[-1]
     assert last == "trainable 36,864 of 257,600 parameters (14.31%)"  # as on the fp32 base

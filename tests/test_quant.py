@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from minituner.model import MiniGPT, MiniGPTConfig
-from minituner.quant_codecs import (
+from minituner.model.minigpt import MiniGPT, MiniGPTConfig
+from minituner.quant.codecs import (
     NF4_CODEBOOK,
     dequantize_scales,
     double_quantize,
@@ -18,8 +18,8 @@ from minituner.quant_codecs import (
     pack_nibbles,
     unpack_nibbles,
 )
-from minituner.quant_linear import QuantizedLinear, quantize_model
-from minituner.quant_storage import storage_report
+from minituner.quant.linear import QuantizedLinear, quantize_model
+from minituner.quant.storage import storage_report
 
 
 def normal_weight(shape=(256, 64), seed=0):

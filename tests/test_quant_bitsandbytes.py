@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from minituner.quant_codecs import nf4_dequantize, nf4_quantize
+from minituner.quant.codecs import nf4_dequantize, nf4_quantize
 
 functional = pytest.importorskip("bitsandbytes.functional")
 

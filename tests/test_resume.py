@@ -14,10 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import save_tiny_base
+from helpers import save_tiny_base
+
+from minituner.apps.runner import run_app
 
 HERE = Path(__file__).parent
-SCRIPT = str(Path(sys.executable).parent / "minituner-train")
 # 2 epochs of 20 batches, dropout in the model and the adapters, a seeded shuffle
 RUN = ["model=tiny", "model.dropout=0.1", "regime.max_epochs=2", "trainer.limit_train_batches=20",
        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]  # fmt: skip
@@ -30,8 +31,10 @@ def base(tmp_path_factory) -> Path:
 
 
 def train(tmp_path: Path, base: Path, *overrides: str, crash_at: int | str | None = None):
-    command = [SCRIPT] if crash_at is None else [sys.executable, str(HERE / "crash_at_batch.py"), str(crash_at)]
-    command += [f"paths.outputs_dir={tmp_path}/outputs", f"base.path={base}", *RUN, *overrides]
+    args = [f"paths.outputs_dir={tmp_path}/outputs", f"base.path={base}", *RUN, *overrides]
+    if crash_at is None:
+        return run_app("train", *args, timeout=300)
+    command = [sys.executable, str(HERE / "crash_at_batch.py"), str(crash_at), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 

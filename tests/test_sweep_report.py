@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import QUICK
+from helpers import QUICK, read_csv
 from safetensors.torch import load_file
 
-from minituner.sweep_report import derived, parse_overrides, swept_keys, write_sweep_report
+from minituner.apps.runner import run_app
+from minituner.reports.sweep import derived, parse_overrides, swept_keys, write_sweep_report
 
-SCRIPT = str(Path(sys.executable).parent / "minituner-train")
 REPORT_FILES = {"sweep.csv", "REPORT.md", "sweep.png", "multirun.yaml"}
 
 
@@ -37,11 +34,6 @@ def fake_job(sweep: Path, num: int, overrides: list[str], trainable: str = "lora
 def metrics(acc: float, drift: float, trainable: int, total: int = 1000) -> dict:
     return {"base_irregular_acc": 0.2, "irregular_acc": acc, "regular_ppl_drift": drift,
             "trainable_params": trainable, "total_params": total}  # fmt: skip
-
-
-def read_csv(path: Path) -> list[dict]:
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_overrides_are_parsed_without_prefixes_and_path_keys():
@@ -91,9 +83,8 @@ def test_report_without_a_rank_sweep_and_with_no_finished_job(tmp_path):
 
 
 def test_report_command_names_a_missing_or_empty_directory(tmp_path):
-    command = [str(Path(sys.executable).parent / "minituner-sweep-report")]
-    missing = subprocess.run([*command, str(tmp_path / "nope")], capture_output=True, text=True)
-    empty = subprocess.run([*command, str(tmp_path)], capture_output=True, text=True)
+    missing = run_app("sweep-report", str(tmp_path / "nope"))
+    empty = run_app("sweep-report", str(tmp_path))
     assert missing.returncode == 2 and f"sweep directory {tmp_path / 'nope'} does not exist" in missing.stderr
     assert empty.returncode == 2 and f"no job directories (with .hydra/overrides.yaml) under {tmp_path}" in empty.stderr
     assert not list(tmp_path.iterdir())  # nothing written
@@ -101,8 +92,7 @@ def test_report_command_names_a_missing_or_empty_directory(tmp_path):
 
 def run_sweep(tmp_path: Path, *overrides: str) -> Path:
     """Run ``minituner-train -m`` with the quick settings; return the single sweep directory."""
-    command = [SCRIPT, "-m", f"paths.outputs_dir={tmp_path}", *QUICK, *overrides]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = run_app("train", "-m", f"paths.outputs_dir={tmp_path}", *QUICK, *overrides)
     assert done.returncode == 0, done.stderr[-3000:]
     (sweep,) = (tmp_path / "multiruns").iterdir()
     return sweep
@@ -145,9 +135,9 @@ def test_early_stopping_ends_the_run_and_keeps_the_best_adapter(tmp_path):
             "callbacks.best_weights.mode=max", "regime.scheduler.warmup_steps=2"]  # fmt: skip
     quick = [o for o in QUICK if not o.startswith(("trainer.max_steps", "trainer.val_check_interval"))]
     common = [f"paths.outputs_dir={tmp_path}/outputs", *quick]
-    stopped = subprocess.run([SCRIPT, f"hydra.run.dir={tmp_path}/stopped", *common, *stop], capture_output=True)
+    stopped = run_app("train", f"hydra.run.dir={tmp_path}/stopped", *common, *stop)
     short = [*stop, "trainer.max_steps=2"]  # the same run, ending at step 2
-    ended = subprocess.run([SCRIPT, f"hydra.run.dir={tmp_path}/short", *common, *short], capture_output=True)
+    ended = run_app("train", f"hydra.run.dir={tmp_path}/short", *common, *short)
     assert stopped.returncode == 0 and ended.returncode == 0, stopped.stderr[-2000:]
 
     stopped_metrics = json.loads((tmp_path / "stopped/metrics.json").read_text())

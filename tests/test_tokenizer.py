@@ -1,6 +1,6 @@
 import pytest
 
-from minituner.tokenizer import ByteTokenizer
+from minituner.model.tokenizer import ByteTokenizer
 
 
 def test_roundtrip_and_specials(tmp_path):

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import QUICK, compose_config
+from helpers import QUICK, cached_bases, compose_config, read_metrics, run_train, start_train
 
-SCRIPT = str(Path(sys.executable).parent / "minituner-train")
 RUN_FILES = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log", "metrics.json"}
 RUN_FILES |= {"memory.json", "manifest.json"}  # written by the default callbacks
 CHECKPOINT_FILES = {"checkpoints/step-N/state.json", "checkpoints/step-N/tensors.safetensors"}  # for resume
@@ -22,11 +18,6 @@ MODEL_FILES = {f"model/{f}" for f in BASE_FILES}  # regime=full saves the fine-t
 ADAPTER_FILES = {"adapter/adapter_config.json", "adapter/adapter_model.safetensors"}
 
 
-def run_cli(tmp_path: Path, run: str, *overrides: str) -> subprocess.CompletedProcess:
-    command = [SCRIPT, f"hydra.run.dir={tmp_path}/{run}", f"paths.outputs_dir={tmp_path}/outputs", *overrides]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
-
-
 def artifact_set(directory: Path) -> set[str]:
     """Relative file paths, TensorBoard event files folded into one 'events' name, checkpoints into 'step-N'."""
     names = {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()}
@@ -34,18 +25,8 @@ def artifact_set(directory: Path) -> set[str]:
     return {re.sub(r"events\.out\.tfevents\..*", "events", n) for n in names}
 
 
-def cached_bases(tmp_path: Path) -> list[Path]:
-    """The base directories in the cache (not the hidden lock files beside them)."""
-    cache = tmp_path / "outputs/bases"
-    return [p for p in cache.iterdir() if not p.name.startswith(".")] if cache.exists() else []
-
-
-def read_metrics(directory: Path) -> dict:
-    return json.loads((directory / "metrics.json").read_text())
-
-
 def test_pretrain_then_finetune_from_an_explicit_base(tmp_path):
-    done = run_cli(tmp_path, "pre", "regime=pretrain", *QUICK)
+    done = run_train(tmp_path, "pre", "regime=pretrain", *QUICK)
     assert done.returncode == 0, done.stderr
     assert artifact_set(tmp_path / "pre") == RUN_FILES | TB_FILES
     pre = read_metrics(tmp_path / "pre")
@@ -54,7 +35,7 @@ def test_pretrain_then_finetune_from_an_explicit_base(tmp_path):
     assert base_dir.parent == tmp_path / "outputs" / "bases" and base_dir.name.startswith("tiny-")
     assert artifact_set(base_dir) == BASE_FILES
 
-    done = run_cli(tmp_path, "fine", "regime=full", f"base.path={base_dir}", *QUICK)
+    done = run_train(tmp_path, "fine", "regime=full", f"base.path={base_dir}", *QUICK)
     assert done.returncode == 0, done.stderr
     assert artifact_set(tmp_path / "fine") == RUN_FILES | TB_FILES | MODEL_FILES
     fine = read_metrics(tmp_path / "fine")
@@ -72,14 +53,14 @@ def test_pretrain_then_finetune_from_an_explicit_base(tmp_path):
 
 
 def test_finetune_builds_the_missing_base_once_and_is_reproducible(tmp_path):
-    first = run_cli(tmp_path, "first", "regime=full", *QUICK)
+    first = run_train(tmp_path, "first", "regime=full", *QUICK)
     assert first.returncode == 0, first.stderr
     assert artifact_set(tmp_path / "first") == (
         RUN_FILES | TB_FILES | MODEL_FILES | BUILD_FILES | {f"base_build/{f}" for f in TB_FILES}
     )
     assert read_metrics(tmp_path / "first/base_build")["train_steps"] == 1500  # the shipped recipe
 
-    second = run_cli(tmp_path, "second", "regime=full", *QUICK)
+    second = run_train(tmp_path, "second", "regime=full", *QUICK)
     assert second.returncode == 0, second.stderr
     assert artifact_set(tmp_path / "second") == RUN_FILES | TB_FILES | MODEL_FILES  # cached: nothing rebuilt
     a, b = read_metrics(tmp_path / "first"), read_metrics(tmp_path / "second")
@@ -90,11 +71,7 @@ def test_finetune_builds_the_missing_base_once_and_is_reproducible(tmp_path):
 
 
 def test_parallel_runs_needing_the_same_missing_base_build_it_once(tmp_path):
-    def start(run: str) -> subprocess.Popen:
-        command = [SCRIPT, f"hydra.run.dir={tmp_path}/{run}", f"paths.outputs_dir={tmp_path}/outputs", *QUICK]
-        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-    runs = {name: start(name) for name in ("a", "b")}
+    runs = {name: start_train(tmp_path, name, *QUICK) for name in ("a", "b")}
     for process in runs.values():
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr[-2000:]
@@ -105,12 +82,12 @@ def test_parallel_runs_needing_the_same_missing_base_build_it_once(tmp_path):
 
 
 def test_lora_run_writes_a_peft_adapter_and_the_same_seed_gives_the_same_adapter(tmp_path):
-    done = run_cli(tmp_path, "pre", "regime=pretrain", *QUICK)
+    done = run_train(tmp_path, "pre", "regime=pretrain", *QUICK)
     assert done.returncode == 0, done.stderr
     base_dir = read_metrics(tmp_path / "pre")["base_dir"]
     runs = []
     for name in ("lora_a", "lora_b"):
-        done = run_cli(tmp_path, name, "regime=lora", f"base.path={base_dir}", "lora.dropout=0.1", *QUICK)
+        done = run_train(tmp_path, name, "regime=lora", f"base.path={base_dir}", "lora.dropout=0.1", *QUICK)
         assert done.returncode == 0, done.stderr
         assert artifact_set(tmp_path / name) == RUN_FILES | TB_FILES | ADAPTER_FILES
         runs.append(read_metrics(tmp_path / name))
@@ -120,13 +97,13 @@ def test_lora_run_writes_a_peft_adapter_and_the_same_seed_gives_the_same_adapter
     assert first["trainable_params"] == 768
     assert first["adapter_bytes"] == (tmp_path / "lora_a/adapter/adapter_model.safetensors").stat().st_size
     assert first["base_bytes"] == (Path(base_dir) / "model.safetensors").stat().st_size
-    other_seed = run_cli(tmp_path, "lora_c", "regime=lora", f"base.path={base_dir}", "seed=7", *QUICK)
+    other_seed = run_train(tmp_path, "lora_c", "regime=lora", f"base.path={base_dir}", "seed=7", *QUICK)
     assert other_seed.returncode == 0, other_seed.stderr
     assert read_metrics(tmp_path / "lora_c")["adapter_sha256"] != first["adapter_sha256"]
 
 
 def test_qlora_run_builds_its_base_reports_the_quantized_base_and_writes_an_adapter(tmp_path):
-    done = run_cli(tmp_path, "qlora", "experiment=qlora", *QUICK)  # no base yet: built unquantized first
+    done = run_train(tmp_path, "qlora", "experiment=qlora", *QUICK)  # no base yet: built unquantized first
     assert done.returncode == 0, done.stderr
     assert artifact_set(tmp_path / "qlora") == (
         RUN_FILES | TB_FILES | ADAPTER_FILES | BUILD_FILES | {f"base_build/{f}" for f in TB_FILES}
@@ -142,7 +119,7 @@ def test_qlora_run_builds_its_base_reports_the_quantized_base_and_writes_an_adap
 
 
 def test_fast_dev_run_leaves_the_exact_artifacts_and_a_separate_base(tmp_path):
-    done = run_cli(tmp_path, "dev", "model=tiny", "trainer.fast_dev_run=true")
+    done = run_train(tmp_path, "dev", "model=tiny", "trainer.fast_dev_run=true")
     assert done.returncode == 0, done.stderr
     # fast_dev_run turns the loggers off, so there are no TensorBoard events; its one batch ends an epoch
     assert artifact_set(tmp_path / "dev") == RUN_FILES | ADAPTER_FILES | BUILD_FILES | CHECKPOINT_FILES
@@ -151,7 +128,7 @@ def test_fast_dev_run_leaves_the_exact_artifacts_and_a_separate_base(tmp_path):
 
 
 def test_bad_config_exits_with_one_clear_error_and_no_artifacts(tmp_path):
-    done = run_cli(tmp_path, "bad", "model=tiny", "regime.optimizer.lr=-1", "regime.batch_size=0")
+    done = run_train(tmp_path, "bad", "model=tiny", "regime.optimizer.lr=-1", "regime.batch_size=0")
     assert done.returncode == 2
     output = done.stdout + done.stderr
     assert "invalid configuration (2 problem(s))" in output
@@ -167,7 +144,7 @@ DRIFT_BAR = 0.10  # control-perplexity drift of the default (Q)LoRA, well below 
 def test_default_preset_meets_the_phase_numbers(tmp_path):
     """The base over-regularises; full fine-tuning fixes the irregular verbs and forgets;
     the default LoRA fixes them (>= 95%, >= +60 points) and keeps control drift <= 5%."""
-    from minituner.train import train
+    from minituner.training.pipeline import train
 
     full = train(compose_config(["regime=full"], tmp_path, run="full"))
     base = read_metrics(tmp_path / "full" / "base_build")

@@ -1,0 +1,35 @@
+"""``minituner-merge ADAPTER_DIR OUT_DIR [--base BASE_DIR]``: write an adapter merged into its base."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from minituner.lora.adapter_io import AdapterError
+from minituner.lora.merge import merge_to_checkpoint
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``minituner-merge ADAPTER_DIR OUT_DIR [--base BASE_DIR]``."""
+    parser = argparse.ArgumentParser(
+        prog="minituner-merge", description="Merge a LoRA adapter into its base and save the result."
+    )
+    parser.add_argument("adapter_dir", type=Path, help="adapter directory (a run's adapter/)")
+    parser.add_argument("out_dir", type=Path, help="directory for the merged checkpoint")
+    parser.add_argument("--base", type=Path, default=None, help="base directory (default: from the adapter)")
+    parser.add_argument(
+        "--allow-base-mismatch", action="store_true", help="merge onto a base the adapter was not trained on"
+    )
+    args = parser.parse_args(argv)
+    try:
+        digest = merge_to_checkpoint(args.adapter_dir, args.out_dir, args.base, args.allow_base_mismatch)
+    except (AdapterError, FileNotFoundError, ValueError) as error:
+        print(f"minituner-merge: error: {error}", file=sys.stderr)
+        return 2
+    print(f"merged checkpoint written to {args.out_dir} (sha256 {digest})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""``minituner-preview``: the QLoRA preview (lab 03) as one command, with a generated REPORT.md.
+
+A: compose an NF4 base with LoRA and show one composed projection. B: the same (reference)
+adapter on the unquantized and on the NF4 base, logits compared on a fixed batch. C: one epoch
+of QLoRA training under the NaN guard, per-step loss. D: memory of LoRA vs QLoRA training from
+the ledger and the process, and the savings at 7B scale from the memory calculator. E: adapter
+swap on the NF4 base. The base and the reference adapter are cached; the two training runs of
+C and D are separate processes, so their RSS figures do not contaminate each other.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+
+from minituner.apps.runner import start_app
+from minituner.config.nodes import lora_config, model_config
+from minituner.config.shipped import CONF_DIR
+from minituner.lora.adapter_io import load_adapter
+from minituner.lora.layer import lora_layers
+from minituner.lora.merge import apply_adapter
+from minituner.memory.footprint import predict
+from minituner.model.minigpt import IGNORE_INDEX, MiniGPTConfig
+from minituner.quant.linear import quantize_model
+from minituner.quant.storage import quantized_storage
+from minituner.reports.preview import report_text
+from minituner.store.artifacts import sha256_file, write_json_atomic, write_text_atomic
+from minituner.store.base_cache import LoadedBase, base_dir_for, load_base
+from minituner.store.provenance import git_state, host_info, package_versions
+from minituner.training.metrics import relative_drift
+
+GIB, MIB = 2**30, 2**20
+
+
+def training_runs(runs: dict[Path, list[str]], outputs_dir: str) -> dict[Path, dict]:
+    """Run ``minituner-train`` once per run directory, all in parallel, each in its own process.
+
+    Returns:
+        Each run directory's metrics.
+
+    Raises:
+        RuntimeError: A run failed; names its command and shows the end of its stderr.
+    """
+    processes = {}
+    for run_dir, overrides in runs.items():
+        process = start_app("train", *overrides, f"hydra.run.dir={run_dir}", f"paths.outputs_dir={outputs_dir}")
+        processes[run_dir] = process
+    for process in processes.values():
+        _, stderr = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"{' '.join(process.args)} failed (exit {process.returncode}):\n{stderr[-3000:]}")
+    return {run_dir: json.loads((run_dir / "metrics.json").read_text()) for run_dir in runs}
+
+
+def reference_adapter(cfg: DictConfig, forwarded: list[str]) -> tuple[Path, dict, bool]:
+    """The cached reference LoRA adapter (unquantized base), trained first if missing.
+
+    Returns:
+        The adapter directory, the metrics of the run that trained it (base metrics included)
+        and whether it was already cached.
+    """
+    key = sha256_text(OmegaConf.to_yaml(cfg.lora) + OmegaConf.to_yaml(cfg.regime) + str(cfg.seed))[:12]
+    run_dir = Path(cfg.paths.outputs_dir) / "reference_adapters" / f"{base_dir_for(cfg).name}-{key}"
+    cached = (run_dir / "metrics.json").is_file()
+    if not cached:
+        training_runs({run_dir: [*forwarded, "regime=lora", "quant=none"]}, cfg.paths.outputs_dir)
+    return run_dir / "adapter", json.loads((run_dir / "metrics.json").read_text()), cached
+
+
+def sha256_text(text: str) -> str:
+    """SHA-256 of a string (cache keys)."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def fixed_batch(cfg: DictConfig, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``size`` sentences of the irregular test split, as input ids and a token mask."""
+    datamodule = instantiate(cfg.data, stage="irregular")
+    batch = next(iter(datamodule.test_dataloader()[0]))
+    return batch["input_ids"][:size], batch["targets"][:size] != IGNORE_INDEX
+
+
+@torch.no_grad()
+def logits_of(model, inputs: torch.Tensor) -> torch.Tensor:
+    """Eval-mode logits (no dropout)."""
+    model.eval()
+    return model(inputs)[0]
+
+
+def compare_logits(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> dict:
+    """Mean |a - b| over the scored positions, relative to mean |a|, and top-1 agreement."""
+    diff = (a - b).abs()[mask].mean().item()
+    scale = a.abs()[mask].mean().item()
+    agree = (a.argmax(-1) == b.argmax(-1))[mask].float().mean().item()
+    return {"mean_abs_diff": diff, "mean_abs_logit": scale, "relative_diff": diff / scale, "top1_agreement": agree}
+
+
+def step_losses(run_dir: Path) -> list[float]:
+    """The per-step ``train/loss`` values of a run, from its TensorBoard events."""
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    return [e.value for e in events.Scalars("train/loss")]
+
+
+def memory_rows(run_dirs: dict[str, Path]) -> dict[str, dict]:
+    """Per regime: ledger buckets at step 2, RSS after construction and step 2, CUDA when present."""
+    rows = {}
+    for label, run_dir in run_dirs.items():
+        memory = json.loads((run_dir / "memory.json").read_text())
+        built, step2 = memory["snapshots"]["after_construction"], memory["snapshots"]["after_step_2"]
+        ledger = step2["ledger"]
+        rows[label] = {
+            **{b: ledger[b] for b in ("weights", "grads", "adam", "total")},
+            "rss_after_construction": built["rss_bytes"],
+            "rss_after_step_2": step2["rss_bytes"],
+            "training_footprint_rss": step2["rss_bytes"] - built["rss_bytes"],
+            "cuda_max_allocated": step2.get("cuda_max_allocated_bytes"),
+            "predicted_equals_measured": all(r["equal"] for r in memory["predicted_vs_measured"].values()),
+        }
+    return rows
+
+
+def scale_savings(cfg: DictConfig) -> dict:
+    """LoRA vs QLoRA at the ``preview.scale_model`` shape (fp16 mixed precision), in bytes."""
+    fields = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / f"{cfg.preview.scale_model}.yaml"))
+    fields.pop("name")
+    shape = MiniGPTConfig(**fields)
+    lora = lora_config(cfg)
+    plain = predict(shape, "LoRA", lora=lora, precision="fp16_mixed")
+    quantized = predict(shape, "QLoRA", lora=lora, quant=cfg.preview.quant, precision="fp16_mixed")
+    return {"model": cfg.preview.scale_model, "lora_total": plain.total, "qlora_total": quantized.total}
+
+
+def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
+    """Parts A to E; returns everything the report shows (also written to preview.json)."""
+    started = time.perf_counter()
+    base_cached = (base_dir_for(cfg) / "config.json").is_file()
+    reference_dir, reference_metrics, reference_cached = reference_adapter(cfg, forwarded)
+    base = load_base(base_dir_for(cfg), model_config(cfg))
+    inputs, mask = fixed_batch(cfg, cfg.preview.batch_size)
+
+    # A + B: the reference adapter on the unquantized base (model A) and on the NF4 base (model B)
+    model_a, _ = apply_adapter(base.directory, reference_dir)
+    model_b = quantized_copy(base, cfg.preview.quant, reference_dir)
+    first_adapted = next(iter(lora_layers(model_b)))
+    logits_a, logits_b = logits_of(model_a, inputs), logits_of(model_b, inputs)
+    parity = compare_logits(logits_a, logits_b, mask) | {"tolerance": cfg.preview.tolerance, "batch": len(inputs)}
+    parity["within_tolerance"] = parity["relative_diff"] <= cfg.preview.tolerance
+    bare = quantized_copy(base, cfg.preview.quant)
+    base_parity = compare_logits(logits_of(base.model, inputs), logits_of(bare, inputs), mask)
+
+    # C + D: one epoch of QLoRA training, and a short LoRA run for its memory at step 2 (in parallel)
+    runs = {"LoRA (fp32 base)": run_dir / "lora_run", "QLoRA (NF4 base)": run_dir / "qlora_run"}
+    # The base was measured when the reference adapter was trained, and the test set measures
+    # the result: no validation passes needed here.
+    fast = ["evaluate_base=false", "trainer.limit_val_batches=0"]
+    epoch = [f"regime.max_epochs={cfg.preview.epochs}", "trainer.log_every_n_steps=1", *fast]
+    short = ["trainer.max_steps=3", "trainer.limit_test_batches=1", *fast]
+    metrics = training_runs(
+        {
+            runs["LoRA (fp32 base)"]: [*forwarded, "regime=lora", "quant=none", *short],
+            runs["QLoRA (NF4 base)"]: [
+                *forwarded, "regime=lora", f"quant={cfg.preview.quant}", "callbacks.nan_guard.policy=raise", *epoch
+            ],
+        },
+        cfg.paths.outputs_dir,
+    )
+    qlora_metrics = metrics[runs["QLoRA (NF4 base)"]]
+    base_ppl = reference_metrics["base_regular_ppl"]
+    qlora_metrics["regular_ppl_drift"] = relative_drift(base_ppl, qlora_metrics["regular_ppl"])
+    losses = step_losses(runs["QLoRA (NF4 base)"])
+
+    # E: adapter swap on the NF4 base
+    swapped = quantized_copy(base, cfg.preview.quant, runs["QLoRA (NF4 base)"] / "adapter")
+    swap = compare_logits(logits_b, logits_of(swapped, inputs), mask)
+
+    qlora_adapter = runs["QLoRA (NF4 base)"] / "adapter" / "adapter_model.safetensors"
+    reference_weights = reference_dir / "adapter_model.safetensors"
+    return {
+        "seconds": round(time.perf_counter() - started, 1),
+        "base_cached": base_cached,
+        "reference_cached": reference_cached,
+        "base": {"path": str(base.directory), "sha256": base.weights_sha256},
+        "reference_adapter": {"path": str(reference_dir), "sha256": sha256_file(reference_weights)},
+        "qlora_adapter": {"path": str(qlora_adapter.parent), "sha256": sha256_file(qlora_adapter)},
+        "composed_module": {"name": first_adapted, "repr": repr(model_b.get_submodule(first_adapted))},
+        "quantized_storage": quantized_storage(model_b),
+        "parity": parity,
+        "base_parity": base_parity,
+        "qlora_losses": losses,
+        "qlora_metrics": qlora_metrics,
+        "base_metrics": {k: v for k, v in reference_metrics.items() if k.startswith("base_")},
+        "memory": memory_rows(runs),
+        "scale": scale_savings(cfg),
+        "swap": swap,
+        "lora": OmegaConf.to_container(cfg.lora),
+    }
+
+
+def quantized_copy(base: LoadedBase, scheme: str, adapter_dir: Path | None = None) -> nn.Module:
+    """A copy of the base quantized to ``scheme`` (dequantized weights checked), with an adapter if given."""
+    model = copy.deepcopy(base.model)
+    quantize_model(model, scheme, check_dequantized=True)
+    if adapter_dir is not None:
+        load_adapter(model, adapter_dir, base.weights_sha256)
+    return model
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="preview")
+def main(cfg: DictConfig) -> None:
+    """Console entry point ``minituner-preview``."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    forwarded = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(("preview.", "paths."))]
+    results = run_preview(cfg, run_dir, forwarded)
+    write_json_atomic(run_dir / "preview.json", results)
+    write_text_atomic(run_dir / "REPORT.md", report_text(results))
+    write_json_atomic(
+        run_dir / "manifest.json",
+        {
+            "status": "completed",
+            "seed": cfg.seed,
+            "overrides": list(HydraConfig.get().overrides.task),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "versions": package_versions(),
+            "git": git_state(),
+            "host": host_info(),
+            "base": results["base"],
+            "artifacts": {"reference_adapter": results["reference_adapter"], "qlora_adapter": results["qlora_adapter"]},
+        },
+    )
+    print((run_dir / "REPORT.md").read_text())
+    print(f"report: {run_dir / 'REPORT.md'} ({results['seconds']} s)")
+
+
+if __name__ == "__main__":
+    main()

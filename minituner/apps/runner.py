@@ -1,0 +1,52 @@
+"""Start minituner's console scripts as child processes, the way a user runs them.
+
+The preview trains its runs in processes of their own (so their memory figures do not mix), the
+benchmarks time runs as launched from a shell, and the tests check exit codes, signals and
+artifacts of real processes: all of them go through here.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+APPS = {"train": "train", "preview": "preview", "count": "count", "merge": "merge", "sweep-report": "sweep_report"}
+
+
+def app_command(app: str, *args: str) -> list[str]:
+    """The command line of ``minituner-<app> args...``.
+
+    The console script beside this interpreter when it is installed there (a venv's ``bin/``),
+    else ``python -m minituner.apps.<module>`` with this interpreter.
+    """
+    if app not in APPS:
+        raise ValueError(f"unknown app {app!r}: one of {sorted(APPS)}")
+    script = Path(sys.executable).parent / f"minituner-{app}"
+    if script.is_file():
+        return [str(script), *args]
+    return [sys.executable, "-m", f"minituner.apps.{APPS[app]}", *args]
+
+
+def run_app(
+    app: str, *args: str, timeout: float | None = 600, check: bool = False, **kwargs
+) -> subprocess.CompletedProcess:
+    """Run ``minituner-<app> args...`` to the end, its output captured as text.
+
+    Args:
+        app: ``train``, ``preview``, ``count``, ``merge`` or ``sweep-report``.
+        *args: Its command-line arguments (Hydra overrides for the Hydra apps).
+        timeout: Seconds before the child is killed (``subprocess.TimeoutExpired``).
+        check: Raise ``subprocess.CalledProcessError`` on a non-zero exit.
+        **kwargs: Passed to ``subprocess.run`` (``cwd``, ``env``, ...).
+    """
+    return subprocess.run(
+        app_command(app, *args), capture_output=True, text=True, timeout=timeout, check=check, **kwargs
+    )
+
+
+def start_app(app: str, *args: str, **kwargs) -> subprocess.Popen:
+    """Start ``minituner-<app> args...`` without waiting: stdout discarded, stderr piped as text unless given."""
+    kwargs.setdefault("stdout", subprocess.DEVNULL)
+    kwargs.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen(app_command(app, *args), text=True, **kwargs)

@@ -1,0 +1,24 @@
+"""``minituner-sweep-report <sweep dir>``: rebuild a multirun's ``sweep.csv``, ``REPORT.md`` and ``sweep.png``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from minituner.reports.sweep import write_sweep_report
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point ``minituner-sweep-report <sweep dir>``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a Hydra multirun directory (outputs/multiruns/<date>_<time>)")
+    args = parser.parse_args(argv)
+    try:
+        jobs = write_sweep_report(args.sweep_dir)
+    except FileNotFoundError as error:
+        parser.exit(2, f"error: {error}\n")
+    print(f"{len(jobs)} job(s) -> {args.sweep_dir / 'REPORT.md'}")
+
+
+if __name__ == "__main__":
+    main()

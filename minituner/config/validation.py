@@ -1,0 +1,170 @@
+"""Checks of a composed config, run before any tensor is built.
+
+Every problem found is collected, then reported together in one ``ConfigError`` whose lines
+each name the key, the value found and what is allowed.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from minituner.config.nodes import lora_config, model_config
+from minituner.config.schema import unknown_key_problems
+from minituner.config.shipped import CONF_DIR, load_regime
+from minituner.data.datamodules import DATAMODULES
+from minituner.data.instructions import DataFileError, read_records, split_records
+from minituner.lora.inject import select_targets
+from minituner.model.minigpt import MiniGPT
+from minituner.quant.linear import SCHEMES
+from minituner.store.base_cache import base_dir_for
+
+TRAINABLE = ("all", "lora")
+
+
+class ConfigError(ValueError):
+    """A composed config that cannot run; ``problems`` lists every issue found."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid configuration ({len(problems)} problem(s)):\n{lines}")
+
+
+def _positive_int(cfg: DictConfig, key: str, problems: list[str], allow_minus_one: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    ok = ok and (value > 0 or (allow_minus_one and value == -1))
+    if not ok:
+        allowed = "a positive integer" + (" or -1 (unlimited)" if allow_minus_one else "")
+        problems.append(f"{key}={value!r} is not allowed: must be {allowed}")
+
+
+def model_problems(model: DictConfig) -> list[str]:
+    """Problems with the ``model`` node."""
+    problems: list[str] = []
+    for key in ("vocab_size", "block_size", "n_layer", "n_head", "d_model", "d_ff"):
+        _positive_int(model, key, problems)
+    problems = [f"model.{p}" for p in problems]
+    n_head, d_model = model.get("n_head"), model.get("d_model")
+    if not problems and d_model % n_head != 0:
+        divisors = [h for h in range(1, d_model + 1) if d_model % h == 0]
+        problems.append(
+            f"model.n_head={n_head} does not divide model.d_model={d_model}: "
+            f"allowed n_head values are {divisors}"
+        )
+    dropout = model.get("dropout")
+    if not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        problems.append(f"model.dropout={dropout!r} is not allowed: must be in [0, 1)")
+    return problems
+
+
+def regime_problems(regime: DictConfig) -> list[str]:
+    """Problems with the ``regime`` node."""
+    problems: list[str] = []
+    _positive_int(regime, "batch_size", problems)
+    _positive_int(regime, "max_steps", problems, allow_minus_one=True)
+    _positive_int(regime, "max_epochs", problems, allow_minus_one=True)
+    problems = [f"regime.{p}" for p in problems]
+    if regime.get("max_steps") == -1 and regime.get("max_epochs") == -1:
+        problems.append("regime.max_steps and regime.max_epochs are both -1: set at least one")
+    lr = OmegaConf.select(regime, "optimizer.lr")
+    if not isinstance(lr, int | float) or isinstance(lr, bool) or lr <= 0:
+        problems.append(f"regime.optimizer.lr={lr!r} is not allowed: must be a number > 0")
+    if regime.get("data_stage") not in DATAMODULES:
+        problems.append(
+            f"regime.data_stage={regime.get('data_stage')!r} is not allowed: "
+            f"must be one of {sorted(DATAMODULES)}"
+        )
+    if regime.get("trainable") not in TRAINABLE:
+        problems.append(
+            f"regime.trainable={regime.get('trainable')!r} is not allowed: must be one of {list(TRAINABLE)}"
+        )
+    return problems
+
+
+def lora_problems(cfg: DictConfig) -> list[str]:
+    """Problems with the ``lora`` node, targets checked against a weightless (meta) model."""
+    if cfg.regime.get("trainable") != "lora":
+        return []
+    if cfg.get("lora") is None:
+        return ["regime.trainable='lora' needs a `lora` node: use regime=lora"]
+    config = lora_config(cfg)
+    problems = config.problems()
+    if not problems and not model_problems(cfg.model):
+        with torch.device("meta"):
+            model = MiniGPT(model_config(cfg))
+        try:
+            select_targets(model, config)
+        except ValueError as error:
+            problems.append(str(error))
+    return problems
+
+
+def data_problems(cfg: DictConfig) -> list[str]:
+    """Problems with instruction data (``data=jsonl``): its settings, then every record of its file."""
+    if "path" not in list(cfg.data):  # (`in` on the node is False for an unset ??? value)
+        return []
+    problems = []
+    if OmegaConf.is_missing(cfg.data, "path"):
+        problems.append("data.path is not set: give the JSON-lines file, e.g. data.path=my_data.jsonl")
+    fraction = cfg.data.get("val_fraction")
+    if not isinstance(fraction, float | int) or isinstance(fraction, bool) or not 0 < fraction < 1:
+        problems.append(f"data.val_fraction={fraction!r} is not allowed: must be a number in (0, 1)")
+    labels = cfg.data.get("labels")
+    if labels is not None and (
+        not OmegaConf.is_list(labels) or len(set(labels)) < 2 or not all(isinstance(x, str) and x for x in labels)
+    ):
+        problems.append(
+            f"data.labels={labels!r} is not allowed: must be null or a list of 2+ distinct non-empty strings"
+        )
+    if problems or model_problems(cfg.model) or not cfg.regime.get("needs_base"):
+        return problems  # records are read for fine-tuning only, against a valid context length
+    try:
+        records = read_records(cfg.data.path, cfg.model.block_size, labels and list(labels))
+        split_records(records, fraction, cfg.data.split_seed)
+    except DataFileError as error:
+        problems += error.problems
+    return problems
+
+
+def base_recipe_problems(cfg: DictConfig) -> list[str]:
+    """``base.recipe`` must name a shipped regime that trains from scratch."""
+    recipe = OmegaConf.select(cfg, "base.recipe")
+    options = sorted(p.stem for p in (CONF_DIR / "regime").glob("*.yaml"))
+    from_scratch = [name for name in options if load_regime(name).get("needs_base") is False]
+    if recipe not in from_scratch:
+        return [f"base.recipe={recipe!r} is not allowed: must be one of {from_scratch} (regimes that pretrain a base)"]
+    return []
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise one ``ConfigError`` listing every problem of ``cfg``; return if there is none."""
+    unknown = unknown_key_problems(cfg)
+    if unknown:  # the checks below build typed objects from the nodes: they need known keys
+        raise ConfigError(unknown)
+    problems = model_problems(cfg.model) + regime_problems(cfg.regime) + lora_problems(cfg)
+    problems += data_problems(cfg) + base_recipe_problems(cfg)
+    scheme = OmegaConf.select(cfg, "quant.scheme")
+    if scheme not in ("none", *SCHEMES):
+        problems.append(f"quant.scheme={scheme!r} is not allowed: must be one of {['none', *SCHEMES]}")
+    elif scheme != "none" and cfg.regime.get("trainable") != "lora":
+        problems.append(
+            f"quant.scheme={scheme!r} with regime={cfg.regime.get('name')!r} is not allowed: a quantized "
+            "base is frozen, so only adapters can train; use regime=lora (QLoRA) or quant=none"
+        )
+    for key in ("seed", "base.seed"):
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            problems.append(f"{key}={value!r} is not allowed: must be a non-negative integer")
+    _positive_int(cfg, "data.eval_batch_size", problems)
+    if not problems and cfg.regime.needs_base and not cfg.base.build_if_missing:
+        base_dir = base_dir_for(cfg)
+        if not (base_dir / "config.json").is_file():
+            problems.append(
+                f"base.build_if_missing=false but no base checkpoint exists at {base_dir}: "
+                "run `minituner-train regime=pretrain` first, set base.path to a base "
+                "directory, or allow base.build_if_missing=true"
+            )
+    if problems:
+        raise ConfigError(problems)

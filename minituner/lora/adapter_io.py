@@ -1,0 +1,258 @@
+"""Adapter checkpoints in PEFT's layout: ``adapter_config.json`` + ``adapter_model.safetensors``.
+
+Keys are PEFT's (``base_model.model.<module>.lora_A.weight``, an adapted layer's bias as
+``base_model.model.<module>.base_layer.bias``), so ``peft.PeftModel.from_pretrained(MiniGPT(...), adapter_dir)`` loads
+a minituner adapter. The base the adapter was trained on is recorded in PEFT's own fields:
+``base_model_name_or_path`` (the base's cache name) and ``revision`` (``sha256:<hex>`` of the
+base weights).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from minituner.lora.inject import LAYERS_PATTERN, LoRAConfig, inject_lora
+from minituner.lora.layer import lora_layers
+from minituner.store.artifacts import readable_directory, sha256_file, write_directory_atomic, write_json_atomic
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."
+
+# Fields minituner writes, then PEFT fields it accepts only at their "off" value.
+_WRITTEN_FIELDS = {
+    "peft_type", "task_type", "base_model_name_or_path", "revision", "inference_mode", "r",
+    "lora_alpha", "lora_dropout", "target_modules", "layers_to_transform", "layers_pattern",
+    "bias", "use_rslora", "fan_in_fan_out", "modules_to_save", "init_lora_weights",
+    "rank_pattern", "alpha_pattern", "use_dora",
+}  # fmt: skip
+_TOLERATED_FIELDS = {
+    "auto_mapping", "peft_version", "exclude_modules", "megatron_config", "megatron_core",
+    "loftq_config", "eva_config", "corda_config", "trainable_token_indices", "layer_replication",
+    "runtime_config", "lora_bias", "target_parameters", "use_qalora", "qalora_group_size",
+    "alora_invocation_tokens", "arrow_config", "ensure_weight_tying",
+}  # fmt: skip
+_FEATURE_FIELDS = {"fan_in_fan_out", "modules_to_save", "rank_pattern", "alpha_pattern", "use_dora"}
+
+
+class AdapterError(ValueError):
+    """An adapter directory that cannot be used; the message says exactly why."""
+
+
+def _peft_key(name: str) -> str:
+    # Our module tree mirrors PEFT's (``q_proj.base_layer``, ``q_proj.lora_A``), so PEFT's key is
+    # our parameter name under PEFT's model prefix.
+    return PEFT_PREFIX + name
+
+
+def adapter_state_dict(model: nn.Module, bias: str = "none") -> dict[str, torch.Tensor]:
+    """The tensors an adapter checkpoint holds, under PEFT's key names.
+
+    Args:
+        model: A model with LoRA layers.
+        bias: The LoRA bias mode; ``lora_only`` / ``all`` add the biases that trained.
+    """
+    state = {}
+    for name, layer in lora_layers(model).items():
+        for key, param in layer.adapter_parameters().items():
+            state[_peft_key(f"{name}.{key}")] = param.detach()
+        if bias == "lora_only" and getattr(layer.base_layer, "bias", None) is not None:
+            state[_peft_key(f"{name}.base_layer.bias")] = layer.base_layer.bias.detach()
+    if bias == "all":
+        for name, param in model.named_parameters():
+            if name.endswith(".bias"):
+                state[_peft_key(name)] = param.detach()
+    return {k: v.contiguous().cpu() for k, v in state.items()}
+
+
+def adapter_config_dict(config: LoRAConfig, base_name: str, base_sha256: str) -> dict:
+    """``adapter_config.json`` content with PEFT's field names."""
+    return {
+        "peft_type": "LORA",
+        "task_type": None,
+        "base_model_name_or_path": base_name,
+        "revision": f"sha256:{base_sha256}",
+        "inference_mode": True,
+        "r": config.r,
+        "lora_alpha": config.alpha,
+        "lora_dropout": config.dropout,
+        "target_modules": config.expanded_targets(),
+        "layers_to_transform": config.layers_to_transform,
+        "layers_pattern": LAYERS_PATTERN if config.layers_to_transform is not None else None,
+        "bias": config.bias,
+        "use_rslora": config.use_rslora,
+        "fan_in_fan_out": False,
+        "modules_to_save": None,
+        "init_lora_weights": True,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "use_dora": False,
+    }
+
+
+def save_adapter(
+    model: nn.Module, directory: Path, config: LoRAConfig, base_name: str, base_sha256: str
+) -> str:
+    """Write ``directory`` with both adapter files, atomically as a whole.
+
+    See ``write_directory_atomic``: a crash leaves the previous adapter or the new one.
+
+    Returns:
+        The SHA-256 of ``adapter_model.safetensors``.
+    """
+    directory = Path(directory)
+
+    def fill(staging: Path) -> None:
+        save_file(adapter_state_dict(model, config.bias), str(staging / WEIGHTS_FILE))
+        write_json_atomic(staging / CONFIG_FILE, adapter_config_dict(config, base_name, base_sha256))
+
+    write_directory_atomic(directory, fill)
+    return sha256_file(directory / WEIGHTS_FILE)
+
+
+@dataclass
+class Adapter:
+    """An adapter read from disk and checked on its own."""
+
+    directory: Path
+    config: LoRAConfig
+    raw_config: dict
+    tensors: dict[str, torch.Tensor]
+    sha256: str
+
+    @property
+    def base_sha256(self) -> str | None:
+        """SHA-256 of the base weights the adapter was trained on, when recorded."""
+        revision = self.raw_config.get("revision") or ""
+        return revision.removeprefix("sha256:") if revision.startswith("sha256:") else None
+
+
+def _config_problems(raw: dict) -> list[str]:
+    problems = []
+    for key in sorted(set(raw) - _WRITTEN_FIELDS - _TOLERATED_FIELDS):
+        problems.append(f"unknown field {key!r}")
+    if raw.get("peft_type") != "LORA":
+        problems.append(f"peft_type={raw.get('peft_type')!r}, only 'LORA' is supported")
+    for key in sorted((_FEATURE_FIELDS | _TOLERATED_FIELDS) - {"peft_version", "auto_mapping"}):
+        if raw.get(key):
+            problems.append(f"{key}={raw[key]!r} is a PEFT feature minituner does not support")
+    for key in ("r", "lora_alpha", "target_modules"):
+        if key not in raw:
+            problems.append(f"missing field {key!r}")
+    return problems
+
+
+def read_adapter(directory: Path) -> Adapter:
+    """Read and check an adapter directory on its own (no model involved).
+
+    Raises:
+        AdapterError: Missing or unreadable files, unknown or unsupported config fields,
+            invalid LoRA values, a truncated or corrupt safetensors file, NaN/Inf tensors.
+    """
+    directory = readable_directory(directory)
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise AdapterError(f"adapter {directory} has no {path.name}")
+    try:
+        raw = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise AdapterError(f"{config_path} is not valid JSON: {error}") from error
+    if not isinstance(raw, dict):
+        raise AdapterError(f"{config_path} must hold a JSON object, found {type(raw).__name__}")
+    problems = _config_problems(raw)
+    if problems:
+        raise AdapterError(f"{config_path}: " + "; ".join(problems))
+    config = LoRAConfig(
+        r=raw["r"],
+        alpha=raw["lora_alpha"],
+        dropout=raw.get("lora_dropout", 0.0),
+        target_modules=raw["target_modules"],
+        layers_to_transform=raw.get("layers_to_transform"),
+        bias=raw.get("bias", "none"),
+        use_rslora=raw.get("use_rslora", False),
+    )
+    if config.problems():
+        raise AdapterError(f"{config_path}: " + "; ".join(config.problems()))
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise AdapterError(f"{weights_path} is truncated or corrupt: {error}") from error
+    bad = sorted(k for k, t in tensors.items() if not torch.isfinite(t).all())
+    if bad:
+        raise AdapterError(f"{weights_path} holds NaN/Inf values in {bad}")
+    return Adapter(directory, config, raw, tensors, sha256_file(weights_path))
+
+
+def load_adapter(
+    model: nn.Module,
+    directory: Path,
+    base_sha256: str | None = None,
+    allow_base_mismatch: bool = False,
+) -> Adapter:
+    """Apply an adapter directory to ``model`` and load its weights.
+
+    A model without LoRA layers gets them injected from the adapter's config; a model that
+    already has them must have the same rank and targets. Every tensor must find its place
+    with its shape, and every adapter parameter of the model must be in the file.
+
+    Args:
+        model: A MiniGPT, plain or already wrapped with LoRA.
+        directory: The adapter directory.
+        base_sha256: SHA-256 of the model's base weights, checked against the adapter's record.
+        allow_base_mismatch: Load even when the adapter was trained on another base.
+
+    Raises:
+        AdapterError: Naming each mismatch (base hash, rank, targets, missing / unexpected
+            keys, shapes). The model is left untouched when the error is about the file.
+    """
+    adapter = read_adapter(directory)
+    recorded = adapter.base_sha256
+    if base_sha256 and recorded and recorded != base_sha256 and not allow_base_mismatch:
+        raise AdapterError(
+            f"adapter {directory} was trained on base sha256:{recorded} "
+            f"({adapter.raw_config.get('base_model_name_or_path')}), but this base is "
+            f"sha256:{base_sha256}; pass allow_base_mismatch=True to load it anyway"
+        )
+    existing = lora_layers(model)
+    if not existing:
+        inject_lora(model, adapter.config)
+        existing = lora_layers(model)
+    else:
+        problems = [
+            f"{name}: model has r={layer.r}, adapter has r={adapter.config.r}"
+            for name, layer in existing.items()
+            if layer.r != adapter.config.r
+        ]
+        if problems:
+            raise AdapterError(f"rank mismatch loading {directory}: " + "; ".join(problems))
+    targets = {}
+    for name, layer in existing.items():
+        targets.update({_peft_key(f"{name}.{k}"): p for k, p in layer.adapter_parameters().items()})
+    params = {_peft_key(n): p for n, p in model.named_parameters()}
+    missing = sorted(set(targets) - set(adapter.tensors))
+    unexpected = sorted(k for k in adapter.tensors if k not in targets and k not in params)
+    if missing or unexpected:
+        raise AdapterError(
+            f"adapter {directory} does not fit this model: "
+            f"missing from the file: {missing or 'none'}; in the file but not in the model "
+            f"(would be left unapplied): {unexpected or 'none'}"
+        )
+    shapes = [
+        f"{k}: file {tuple(t.shape)}, model {tuple(params[k].shape)}"
+        for k, t in adapter.tensors.items()
+        if tuple(t.shape) != tuple(params[k].shape)
+    ]
+    if shapes:
+        raise AdapterError(f"shape mismatch loading {directory}: " + "; ".join(shapes))
+    with torch.no_grad():
+        for key, tensor in adapter.tensors.items():
+            params[key].copy_(tensor)
+    return adapter

@@ -1,0 +1,185 @@
+"""Putting LoRA layers into a model: which modules, which layers, what stays frozen."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from minituner.lora.layer import LoRALinear, lora_layers
+
+log = logging.getLogger(__name__)
+
+TARGET_PRESETS: dict[str, list[str]] = {
+    "attn_qv": ["q_proj", "v_proj"],
+    "attn": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "mlp": ["fc_in", "fc_out"],
+    "all_linear": ["q_proj", "k_proj", "v_proj", "o_proj", "fc_in", "fc_out"],
+}
+BIAS_MODES = ("none", "lora_only", "all")
+LAYERS_PATTERN = "blocks"  # MiniGPT's ModuleList of transformer blocks
+
+
+@dataclass
+class LoRAConfig:
+    """What to adapt and how.
+
+    Attributes:
+        r: Rank (> 0).
+        alpha: Scale numerator (> 0); the update is scaled by alpha / r.
+        dropout: Dropout on the LoRA path, in [0, 1).
+        target_modules: A preset name (``attn_qv``, ``attn``, ``mlp``, ``all_linear``), a list
+            of module names or name suffixes (``q_proj``, ``blocks.0.attn.q_proj``), or any
+            other string, taken as a regex that must match a full module name.
+        layers_to_transform: Block indices to adapt; None adapts every block.
+        bias: ``none`` (biases frozen), ``lora_only`` (biases of adapted layers train) or
+            ``all`` (every bias trains).
+        use_rslora: Scale by alpha / sqrt(r).
+        seed: Seed of the adapter's random init.
+    """
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: str | list[str] = "all_linear"
+    layers_to_transform: list[int] | None = None
+    bias: str = "none"
+    use_rslora: bool = False
+    seed: int = 0
+
+    def problems(self) -> list[str]:
+        """Every invalid value, as ``lora.<key>=<value> ...: allowed ...`` lines."""
+        found = []
+        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
+            found.append(f"lora.r={self.r!r} is not allowed: must be a positive integer")
+        if not isinstance(self.alpha, int | float) or self.alpha <= 0:
+            found.append(f"lora.alpha={self.alpha!r} is not allowed: must be a number > 0")
+        if not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
+            found.append(f"lora.dropout={self.dropout!r} is not allowed: must be in [0, 1)")
+        if self.bias not in BIAS_MODES:
+            found.append(f"lora.bias={self.bias!r} is not allowed: must be one of {list(BIAS_MODES)}")
+        if not self.target_modules:
+            found.append(
+                f"lora.target_modules={self.target_modules!r} is not allowed: name a preset "
+                f"{sorted(TARGET_PRESETS)}, a list of module names or a regex"
+            )
+        elif isinstance(self.target_modules, str) and self.target_modules not in TARGET_PRESETS:
+            try:
+                re.compile(self.target_modules)
+            except re.error as error:
+                found.append(f"lora.target_modules={self.target_modules!r} is not a valid regex: {error}")
+        return found
+
+    def expanded_targets(self) -> str | list[str]:
+        """Presets replaced by their module-name lists; lists and regexes as given."""
+        if isinstance(self.target_modules, str):
+            preset = TARGET_PRESETS.get(self.target_modules)
+            return list(preset) if preset else self.target_modules
+        return list(self.target_modules)
+
+    def to_dict(self) -> dict:
+        """Plain-dict form."""
+        return asdict(self)
+
+
+def _layer_index(name: str) -> int | None:
+    match = re.search(rf"(?:^|\.){LAYERS_PATTERN}\.(\d+)\.", name)
+    return int(match.group(1)) if match else None
+
+
+def matches_target(name: str, targets: str | list[str]) -> bool:
+    """Whether module ``name`` is selected: full regex match, or exact name / dotted suffix."""
+    if isinstance(targets, str):
+        return re.fullmatch(targets, name) is not None
+    return any(name == t or name.endswith(f".{t}") for t in targets)
+
+
+def select_targets(model: nn.Module, config: LoRAConfig) -> list[str]:
+    """Names of the linear modules that ``config`` adapts.
+
+    Raises:
+        ValueError: Nothing matched (the error lists the linear modules that exist), or a
+            matched module is not a linear layer.
+    """
+    targets = config.expanded_targets()
+    linear_names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head"]
+    chosen = []
+    for name, module in model.named_modules():
+        if not name or isinstance(module, LoRALinear) or not matches_target(name, targets):
+            continue
+        if config.layers_to_transform is not None and _layer_index(name) not in config.layers_to_transform:
+            continue
+        if not isinstance(module, nn.Linear) and not hasattr(module, "in_features"):
+            raise ValueError(
+                f"lora.target_modules={config.target_modules!r} matches {name!r}, a "
+                f"{type(module).__name__}, which is not a linear layer; linear layers: {linear_names}"
+            )
+        chosen.append(name)
+    if not chosen:
+        raise ValueError(
+            f"lora.target_modules={config.target_modules!r} (layers_to_transform="
+            f"{config.layers_to_transform}) matches no module; the linear modules are: {linear_names}"
+        )
+    return chosen
+
+
+def inject_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
+    """Wrap the targeted linears of ``model`` in ``LoRALinear`` and freeze everything else.
+
+    The adapters are initialised from a generator seeded with ``config.seed`` in module order,
+    so the same config always gives the same adapter, whatever the global RNG state.
+
+    Returns:
+        The adapted module names.
+    """
+    problems = config.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    names = select_targets(model, config)
+    generator = torch.Generator().manual_seed(config.seed)
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        layer = LoRALinear(
+            getattr(parent, child),
+            r=config.r,
+            alpha=config.alpha,
+            dropout=config.dropout,
+            use_rslora=config.use_rslora,
+            generator=generator,
+        )
+        setattr(parent, child, layer)
+    mark_trainable(model, config.bias)
+    log.info("LoRA trainable parameters:\n%s", trainable_summary(model))
+    return names
+
+
+def mark_trainable(model: nn.Module, bias: str) -> None:
+    """Freeze all but the adapters (and the biases that ``bias`` names)."""
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for layer in lora_layers(model).values():
+        for param in layer.adapter_parameters().values():
+            param.requires_grad_(True)
+        if bias == "lora_only" and getattr(layer.base_layer, "bias", None) is not None:
+            layer.base_layer.bias.requires_grad_(True)
+    if bias == "all":
+        for name, param in model.named_parameters():
+            if name.endswith(".bias"):
+                param.requires_grad_(True)
+
+
+def trainable_summary(model: nn.Module) -> str:
+    """A small table: trainable parameters per adapted module, then the totals."""
+    lines = [f"{'module':<28} {'trainable':>10}"]
+    for name, layer in lora_layers(model).items():
+        count = sum(p.numel() for p in layer.parameters() if p.requires_grad)
+        lines.append(f"{name:<28} {count:>10,}")
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # a quantized layer keeps its weight as codes (buffers) and reports how many weights they hold
+    total = sum(p.numel() for p in model.parameters()) + sum(getattr(m, "weight_numel", 0) for m in model.modules())
+    lines.append(f"trainable {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)")
+    return "\n".join(lines)

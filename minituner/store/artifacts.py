@@ -1,0 +1,162 @@
+"""Atomic file writes: a temporary file in the destination directory, fsync, rename.
+
+A crash at any moment leaves either the previous file or the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Re-raise any ``OSError`` of the block as one that names ``path`` (full disk, read-only dir...)."""
+    try:
+        yield
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise OSError(error.errno, f"could not write {path}: {reason}") from error
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Produce ``path`` by calling ``write(tmp_path)`` and renaming the result into place.
+
+    Args:
+        path: Destination file; its directory is created if missing.
+        write: Writes the complete content to the temporary path it is given.
+
+    Raises:
+        OSError: Naming ``path`` when the write or rename fails; the previous file is intact.
+    """
+    path = Path(path)
+    with _naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual file mode
+            write(tmp)
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        _fsync_directory(path.parent)
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_directory_atomic(directory: Path, fill: Callable[[Path], None]) -> None:
+    """Produce ``directory`` by calling ``fill(staging_dir)`` and renaming the result into place.
+
+    The files are built in a staging directory beside ``directory``, fsynced, then swapped in
+    (any previous directory is moved aside first and removed last), so a crash or a failed
+    write leaves the previous directory or the new one, never a half-written one.
+    """
+    directory = Path(directory)
+    with _naming(directory):
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        previous = _previous_version(directory)
+        if not directory.exists() and previous.exists():  # an earlier swap was cut between its renames
+            os.rename(previous, directory)
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700
+            fill(staging)
+            for path in staging.iterdir():
+                with open(path, "rb") as handle:
+                    os.fsync(handle.fileno())
+            if directory.exists():
+                shutil.rmtree(previous, ignore_errors=True)
+                os.rename(directory, previous)
+                os.rename(staging, directory)
+                shutil.rmtree(previous)
+            else:
+                os.rename(staging, directory)
+            _fsync_directory(directory.parent)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _previous_version(directory: Path) -> Path:
+    return directory.with_name(f".{directory.name}.old")
+
+
+def readable_directory(directory: Path) -> Path:
+    """``directory``, or its previous complete version when a write was killed mid-swap.
+
+    ``write_directory_atomic`` moves the old directory aside, then renames the new one in; a kill
+    between the two renames leaves only the old one, under ``.<name>.old``. Readers use this so
+    they still find it (the next write puts it back in place).
+    """
+    directory = Path(directory)
+    previous = _previous_version(directory)
+    return previous if not directory.exists() and previous.exists() else directory
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; not every platform lets a directory be opened.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write ``data`` as indented, key-sorted JSON to ``path`` atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if missing) for the ``with`` block.
+
+    Processes that take the same lock run the block one at a time; the lock goes with the
+    process, so a killed holder never leaves it stuck.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_bytes(directory: Path) -> int:
+    """Bytes of the one weights file (``*.safetensors``) in a base, model or adapter directory."""
+    (weights,) = [p for p in directory.iterdir() if p.suffix == ".safetensors"]
+    return weights.stat().st_size

@@ -1,0 +1,177 @@
+"""The pretrained-base cache: where a base lives, how it is saved and loaded.
+
+A base is a directory with ``model.safetensors`` (weights), ``tokenizer.json`` and
+``config.json`` (model shape, the recipe and data that made it, the weights' SHA-256). Its
+cache directory is keyed by everything that determines the weights: model shape, corpus
+settings, the pre-training recipe, the seed and the trainer limits that cut training short.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+
+from minituner.config.identity import without_import_paths
+from minituner.config.nodes import model_config
+from minituner.config.shipped import load_regime
+from minituner.model.minigpt import MiniGPT, MiniGPTConfig
+from minituner.model.tokenizer import ByteTokenizer
+from minituner.store.artifacts import (
+    exclusive_lock,
+    readable_directory,
+    sha256_file,
+    write_directory_atomic,
+    write_json_atomic,
+)
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+# Bumped when a code change alters what pre-training produces or how the key is computed
+# (2: the lemma cue is not a target; 3: the key no longer hashes import paths, see config.identity).
+BASE_FORMAT_VERSION = 3
+# Trainer settings that change what pre-training produces, so they enter the cache key.
+_KEYED_TRAINER_FIELDS = ("max_steps", "max_epochs", "fast_dev_run", "limit_train_batches")
+
+
+def trains_base(cfg: DictConfig) -> bool:
+    """Whether the run trains a base from scratch (``regime=pretrain`` or ``pretrain_packed``)."""
+    return not cfg.regime.needs_base
+
+
+def pretrain_recipe(cfg: DictConfig) -> DictConfig:
+    """The pre-training regime that makes this config's base.
+
+    A run that trains a base uses its own (possibly overridden) regime; any other regime's
+    base is made with ``conf/regime/<base.recipe>.yaml`` as shipped.
+    """
+    if trains_base(cfg):
+        return cfg.regime
+    return load_regime(cfg.base.get("recipe", "pretrain"))
+
+
+def base_seed(cfg: DictConfig) -> int:
+    """Seed of the base: the run's seed when pretraining, ``base.seed`` otherwise."""
+    return cfg.seed if trains_base(cfg) else cfg.base.seed
+
+
+def base_key(cfg: DictConfig) -> str:
+    """12-hex-digit cache key of the base this config trains or needs."""
+    recipe = pretrain_recipe(cfg)
+    trainer = {k: cfg.trainer.get(k) for k in _KEYED_TRAINER_FIELDS}
+    if not trains_base(cfg):  # the build inherits the recipe's step limits
+        trainer.update(max_steps=recipe.max_steps, max_epochs=recipe.max_epochs)
+    material = {
+        "format_version": BASE_FORMAT_VERSION,
+        "model": model_config(cfg).to_dict(),
+        "corpus": OmegaConf.to_container(cfg.data.corpus, resolve=True),
+        "recipe": without_import_paths(OmegaConf.to_container(recipe, resolve=True)),
+        "seed": base_seed(cfg),
+        "trainer": trainer,
+    }
+    blob = json.dumps(material, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def base_dir_for(cfg: DictConfig) -> Path:
+    """Directory of the base: ``base.path`` when set, else its cache entry."""
+    if cfg.base.path:
+        return Path(cfg.base.path)
+    suffix = "-devrun" if cfg.trainer.get("fast_dev_run") else ""
+    return Path(cfg.paths.base_cache_dir) / f"{cfg.model.name}-{base_key(cfg)}{suffix}"
+
+
+def ensure_base(cfg: DictConfig, build: Callable[[], None]) -> Path:
+    """The directory of the base ``cfg`` fine-tunes, calling ``build()`` first when it is missing.
+
+    Parallel sweep jobs that need the same missing base take a lock beside it: the first
+    builds it, the others wait and then find it.
+    """
+    directory = base_dir_for(cfg)
+    if not (directory / CONFIG_FILE).is_file():
+        with exclusive_lock(directory.with_name(f".{directory.name}.lock")):
+            if not (directory / CONFIG_FILE).is_file():
+                build()
+    return directory
+
+
+@dataclass
+class LoadedBase:
+    """A base model read from disk, with where it came from and the hash of its weights."""
+
+    model: MiniGPT
+    directory: Path
+    weights_sha256: str
+    metadata: dict
+
+
+def save_base(model: MiniGPT, directory: Path, metadata: dict) -> str:
+    """Write a base directory atomically (built beside it, then swapped in as a whole).
+
+    Returns:
+        The SHA-256 of the weights file.
+    """
+    digests = []
+
+    def fill(staging: Path) -> None:
+        save_model(model, str(staging / WEIGHTS_FILE))
+        digests.append(sha256_file(staging / WEIGHTS_FILE))
+        ByteTokenizer().save(staging / TOKENIZER_FILE)
+        write_json_atomic(
+            staging / CONFIG_FILE,
+            {"model": model.config.to_dict(), "weights_sha256": digests[0], **metadata},
+        )
+
+    write_directory_atomic(Path(directory), fill)
+    (digest,) = digests
+    return digest
+
+
+def load_base(directory: Path, expected: MiniGPTConfig | None = None) -> LoadedBase:
+    """Read a base directory, checking its files, model shape and weights hash.
+
+    Args:
+        directory: A directory written by :func:`save_base`.
+        expected: When given, the stored model config must equal it.
+
+    Raises:
+        FileNotFoundError: A file of the base is missing (named).
+        ValueError: Unreadable config, a shape mismatch (each differing key listed) or a
+            weights hash that does not match the one recorded.
+    """
+    directory = readable_directory(directory)
+    for name in (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"base checkpoint {directory} has no {name}")
+    try:
+        metadata = json.loads((directory / CONFIG_FILE).read_text())
+        stored = MiniGPTConfig(**metadata["model"])
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{directory / CONFIG_FILE} is not a valid base config: {error}") from error
+    if expected is not None and stored != expected:
+        diffs = [
+            f"model.{k}: base has {v!r}, config asks {expected.to_dict()[k]!r}"
+            for k, v in stored.to_dict().items()
+            if expected.to_dict()[k] != v
+        ]
+        raise ValueError(f"base {directory} does not match the model config: " + "; ".join(diffs))
+    digest = sha256_file(directory / WEIGHTS_FILE)
+    if digest != metadata.get("weights_sha256"):
+        raise ValueError(
+            f"{directory / WEIGHTS_FILE} has SHA-256 {digest}, but {CONFIG_FILE} records "
+            f"{metadata.get('weights_sha256')}: the file is corrupt or was replaced"
+        )
+    ByteTokenizer.load(directory / TOKENIZER_FILE)
+    model = MiniGPT(stored)
+    try:  # safetensors only: a tensor file cannot run code the way a pickle can
+        load_model(model, str(directory / WEIGHTS_FILE), strict=True)
+    except (SafetensorError, RuntimeError) as error:
+        raise ValueError(f"{directory / WEIGHTS_FILE} is not a valid weights file for this model: {error}") from error
+    return LoadedBase(model, directory, digest, metadata)

@@ -1,0 +1,14 @@
+"""Training: the LightningModule, metrics, schedules, run hooks, and the run pipeline ``train(cfg)``."""
+
+from minituner._exports import lazy_exports
+
+__all__, __getattr__ = lazy_exports(
+    __name__,
+    {
+        "pipeline": ["train", "RunInterrupted"],
+        "module": ["MiniGPTModule"],
+        "metrics": ["evaluation_metrics", "relative_drift"],
+        "schedules": ["warmup_cosine"],
+        "run_hooks": ["RunContext", "RunHooks"],
+    },
+)

@@ -1,0 +1,223 @@
+"""One training run from a composed config: ``train(cfg)`` (the library behind ``minituner-train``).
+
+Validate, resume or start, build the base when it is missing (a pretraining run of its own),
+quantize the frozen base, inject LoRA, fit, test, and write what the regime produced.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Checkpoint
+from omegaconf import DictConfig, OmegaConf
+
+from minituner.callbacks.graceful_stop import GracefulStop
+from minituner.config.nodes import lora_config, model_config
+from minituner.config.validation import validate_config
+from minituner.lora.adapter_io import save_adapter
+from minituner.lora.inject import inject_lora
+from minituner.model.minigpt import MiniGPT
+from minituner.quant.linear import quantize_model
+from minituner.quant.storage import quantized_rows, quantized_storage
+from minituner.store.artifacts import weights_bytes, write_json_atomic
+from minituner.store.base_cache import LoadedBase, base_dir_for, base_key, base_seed, ensure_base, load_base, save_base
+from minituner.store.checkpoint_io import SafeCheckpointIO
+from minituner.store.resume import plan_resume
+from minituner.training.base_build import base_build_config
+from minituner.training.distributed import rank_digests
+from minituner.training.metrics import relative_drift
+from minituner.training.module import MiniGPTModule
+from minituner.training.run_hooks import RunContext, RunHooks, is_main_process, notify
+
+log = logging.getLogger(__name__)
+
+
+class RunInterrupted(RuntimeError):
+    """A signal ended a run whose result cannot be kept (an unfinished base)."""
+
+    def __init__(self, signal_name: str, message: str):
+        self.signal_name = signal_name
+        super().__init__(message)
+
+
+def interrupted_exit_code(signal_name: str) -> int:
+    """The shell's convention for a process ended by a signal: 128 + its number."""
+    return 128 + signal.Signals[signal_name].value
+
+
+def _test_metrics(trainer: L.Trainer, module: MiniGPTModule, datamodule) -> dict[str, float]:
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    return {
+        k.removeprefix("test/"): float(v)
+        for k, v in trainer.callback_metrics.items()
+        if k.startswith("test/")
+    }
+
+
+def _build_base(cfg: DictConfig) -> None:
+    log.info("no base at %s: pretraining it first", base_dir_for(cfg))
+    train(base_build_config(cfg))
+
+
+def prepare_model(cfg: DictConfig) -> tuple[MiniGPT, LoadedBase | None]:
+    """The network a run starts from: fresh weights for pretraining, else the base (built if missing)."""
+    if not cfg.regime.needs_base:
+        L.seed_everything(cfg.seed, workers=True)
+        return MiniGPT(model_config(cfg)), None
+    directory = ensure_base(cfg, lambda: _build_base(cfg))
+    base = load_base(directory, model_config(cfg))
+    L.seed_everything(cfg.seed, workers=True)
+    return base.model, base
+
+
+def _build_base(cfg: DictConfig) -> None:
+    log.info("no base at %s: pretraining it first", base_dir_for(cfg))
+    train(base_build_config(cfg))
+
+
+def save_trained(cfg: DictConfig, model: MiniGPT, base: LoadedBase | None, metrics: dict) -> dict:
+    """Write what the regime produced and return its paths, hashes and sizes.
+
+    ``pretrain`` stores the base in the cache, ``full`` the fine-tuned model in
+    ``<run dir>/model/``, ``lora`` the adapter in ``<run dir>/adapter/`` (PEFT layout).
+    """
+    run_dir = Path(cfg.paths.output_dir)
+    if base is None:
+        directory = base_dir_for(cfg)
+        digest = save_base(
+            model,
+            directory,
+            {
+                "key": base_key(cfg),
+                "seed": base_seed(cfg),
+                "corpus": OmegaConf.to_container(cfg.data.corpus, resolve=True),
+                "recipe": OmegaConf.to_container(cfg.regime, resolve=True),
+                "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)},
+            },
+        )
+        return {"base_dir": str(directory), "base_sha256": digest, "base_bytes": weights_bytes(directory)}
+    saved = {"base_bytes": weights_bytes(base.directory)}
+    if cfg.regime.trainable == "lora":
+        directory = run_dir / "adapter"
+        digest = save_adapter(model, directory, lora_config(cfg), base.directory.name, base.weights_sha256)
+        return saved | {
+            "adapter_dir": str(directory),
+            "adapter_sha256": digest,
+            "adapter_bytes": weights_bytes(directory),
+        }
+    directory = run_dir / "model"
+    digest = save_base(model, directory, {"finetuned_from": base.weights_sha256})
+    return saved | {"model_dir": str(directory), "model_sha256": digest, "model_bytes": weights_bytes(directory)}
+
+
+def train(cfg: DictConfig) -> dict:
+    """Validate ``cfg``, train as its regime says, and write the run's artifacts.
+
+    Callbacks that implement ``RunHooks`` see the run start, the model ready for fit, the end
+    (with the metrics) or the failure (with the error, which is then re-raised).
+
+    Returns:
+        The metrics written to ``<run dir>/metrics.json``.
+    """
+    validate_config(cfg)
+    checkpoint = None
+    if cfg.get("resume"):
+        plan = plan_resume(cfg)
+        if plan.finished_metrics is not None:
+            return plan.finished_metrics
+        checkpoint = plan.checkpoint
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
+    _warn_if_unprotected(callbacks)
+    run = RunContext(cfg=cfg, run_dir=Path(cfg.paths.output_dir), overrides=_overrides())
+    try:
+        metrics = _run(cfg, callbacks, run, checkpoint)
+    except BaseException as error:
+        notify(callbacks, "on_run_failed", run, error)
+        raise
+    notify(callbacks, "on_run_end", run, metrics)
+    return metrics
+
+
+def _warn_if_unprotected(callbacks: list) -> None:
+    """Say so when the chosen callbacks leave out checkpoints or the graceful stop (e.g. ``callbacks=none``)."""
+    if not any(isinstance(c, Checkpoint) for c in callbacks):
+        log.warning("no checkpoint callback (callbacks.checkpoint): this run cannot be resumed with resume=<run dir>")
+    if not any(isinstance(c, GracefulStop) for c in callbacks):
+        log.warning("no graceful_stop callback: SIGTERM/SIGINT end this run at once, without saving")
+
+
+def _run(cfg: DictConfig, callbacks: list, run: RunContext, checkpoint: Path | None) -> dict:
+    model, base = prepare_model(cfg)
+    run.model, run.base = model, base
+    notify(callbacks, "on_run_start", run)
+    datamodule = instantiate(cfg.data)
+    module = MiniGPTModule(
+        model,
+        optimizer=instantiate(cfg.regime.optimizer),
+        scheduler=instantiate(cfg.regime.scheduler) if cfg.regime.get("scheduler") else None,
+    )
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        logger=[instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else False,
+        callbacks=callbacks or None,
+        plugins=[SafeCheckpointIO()],  # checkpoints as safetensors + JSON, never pickle
+        # on with callbacks.checkpoint only: otherwise Lightning would add a ModelCheckpoint of its own
+        enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
+    )
+    run.trainer = trainer
+    metrics: dict = {"regime": cfg.regime.name, "seed": cfg.seed}
+    if base is not None and cfg.evaluate_base:
+        trainer.validate(module, datamodule=datamodule, verbose=False)  # step 0 of the val curves
+        before = _test_metrics(trainer, module, datamodule)
+        metrics.update({f"base_{k}": v for k, v in before.items()})
+    if base is not None:
+        metrics.update(base_dir=str(base.directory), base_sha256=base.weights_sha256)
+    if cfg.quant.scheme != "none":  # quantize the frozen base first, then wrap it with LoRA
+        quantize_model(model, cfg.quant.scheme, cfg.quant.check_dequantized)
+        if cfg.evaluate_base:
+            quantized = _test_metrics(trainer, module, datamodule)
+            metrics.update({f"quantized_base_{k}": v for k, v in quantized.items()})
+        metrics.update(quant_scheme=cfg.quant.scheme, **quantized_storage(model))
+    if cfg.regime.trainable == "lora":
+        inject_lora(model, lora_config(cfg))
+    notify(callbacks, "on_model_ready", run)
+
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
+    metrics["train_seconds"] = round(time.perf_counter() - started, 2)
+    metrics["train_steps"] = trainer.global_step
+    for callback in callbacks:
+        if isinstance(callback, RunHooks):
+            metrics.update(callback.run_metrics())
+    if base is None and "stopped_by_signal" in metrics:  # a half-trained base must not enter the cache
+        raise RunInterrupted(
+            metrics["stopped_by_signal"],
+            f"pretraining stopped by {metrics['stopped_by_signal']} at step {trainer.global_step}: "
+            "the base is not cached; run again to build it",
+        )
+    metrics.update(_test_metrics(trainer, module, datamodule))
+    # quantized weights are buffers, not parameters: count them so totals compare across regimes
+    metrics["total_params"] = model.num_parameters() + sum(r["weights"] for r in quantized_rows(model))
+    metrics["trainable_params"] = model.num_parameters(trainable_only=True)
+    if trainer.world_size > 1:
+        metrics["trainable_sha256_per_rank"] = rank_digests(trainer, model)
+    if "base_regular_ppl" in metrics:
+        metrics["regular_ppl_drift"] = relative_drift(metrics["base_regular_ppl"], metrics["regular_ppl"])
+    if is_main_process():  # under DDP the other ranks hold the same weights (checked above)
+        metrics.update(save_trained(cfg, model, base, metrics))
+        write_json_atomic(run.run_dir / "metrics.json", metrics)
+    log.info("metrics: %s", metrics)
+    return metrics
+
+
+def _overrides() -> list[str]:
+    """The command-line overrides of the current Hydra run ([] when called without Hydra)."""
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
