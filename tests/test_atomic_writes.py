@@ -42,7 +42,7 @@ while True:
     elif kind == "base":
         save_base(MiniGPT(config), target, {"version": version % 2})
     elif kind == "checkpoint":
-        from minituner.store.checkpoint_io import save_checkpoint_dir  # imports Lightning: only where needed
+        from minituner.store.checkpoint_io import save_checkpoint_dir
         state = {"state_dict": MiniGPT(config).state_dict(), "optimizer_states": [{"state": {0: {"step": 1.0}}}]}
         save_checkpoint_dir(state | {"version": version % 2}, target)
     else:

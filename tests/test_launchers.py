@@ -18,7 +18,8 @@ pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 
 
-def test_parallel_launcher_runs_the_jobs_in_worker_processes_and_reports_them(tmp_path):
+def test_parallel_launcher_runs_the_jobs_in_worker_processes_and_reports_them(tmp_path, seed_tiny_base):
+    seed_tiny_base(tmp_path)
     done = run_app("train", "-m", f"paths.outputs_dir={tmp_path}", *QUICK, "hydra/launcher=parallel", "lora.r=2,4")
 
     assert done.returncode == 0, done.stderr[-3000:]

@@ -98,7 +98,8 @@ def run_sweep(tmp_path: Path, *overrides: str) -> Path:
     return sweep
 
 
-def test_rank_ablation_multirun_writes_the_report_and_varies_quant_too(tmp_path):
+def test_rank_ablation_multirun_writes_the_report_and_varies_quant_too(tmp_path, seed_tiny_base):
+    seed_tiny_base(tmp_path)
     sweep = run_sweep(tmp_path, "experiment=rank_ablation", "lora.r=2,4", "quant=none,nf4")
 
     assert sweep.name.endswith("_rank_ablation")
@@ -117,7 +118,8 @@ def test_rank_ablation_multirun_writes_the_report_and_varies_quant_too(tmp_path)
     assert "| job | status | lora.r | quant |" in report and "4 job(s), 4 completed" in report
 
 
-def test_target_module_comparison_multirun(tmp_path):
+def test_target_module_comparison_multirun(tmp_path, seed_tiny_base):
+    seed_tiny_base(tmp_path)
     sweep = run_sweep(tmp_path, "experiment=target_modules", "lora.target_modules=attn_qv,all_linear")
 
     rows = read_csv(sweep / "sweep.csv")
@@ -126,7 +128,8 @@ def test_target_module_comparison_multirun(tmp_path):
     assert (sweep / "sweep.png").is_file()
 
 
-def test_early_stopping_ends_the_run_and_keeps_the_best_adapter(tmp_path):
+def test_early_stopping_ends_the_run_and_keeps_the_best_adapter(tmp_path, seed_tiny_base):
+    seed_tiny_base(tmp_path / "outputs")
     # "Best" is the highest perplexity here (mode=max): training lowers it, so the first validation
     # (step 2) stays the best, patience 1 stops the run at the second (step 4) and the weights of
     # step 2 come back. A 2-step warm-up makes steps 1-2 the same whatever the run's length.

@@ -1,7 +1,8 @@
 """Training checkpoints as safetensors + JSON: no pickle, written atomically, checked on load.
 
 A Lightning checkpoint is a nested dict of tensors and plain values (loop counters, optimizer
-state keyed by parameter index, RNG states...). ``SafeCheckpointIO`` stores it as a directory:
+state keyed by parameter index, RNG states...). It is stored as a directory (Lightning writes
+it through ``minituner.training.checkpoint_plugin.SafeCheckpointIO``):
 
 * ``tensors.safetensors``: every tensor of the dict, under the names ``t0``, ``t1``...
 * ``state.json``: the dict's structure with each tensor replaced by ``{"__tensor__": "tN"}``
@@ -15,12 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.plugins import CheckpointIO
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -124,19 +123,6 @@ def load_checkpoint_dir(directory: Path) -> dict:
         return decode(state["checkpoint"], tensors)
     except (SafetensorError, KeyError, ValueError, TypeError) as error:
         raise CheckpointError(f"checkpoint {directory}: unreadable ({type(error).__name__}: {error})") from error
-
-
-class SafeCheckpointIO(CheckpointIO):
-    """Lightning's checkpoint I/O through :func:`save_checkpoint_dir` / :func:`load_checkpoint_dir`."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        save_checkpoint_dir(checkpoint, Path(path))
-
-    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
-        return load_checkpoint_dir(Path(path))
-
-    def remove_checkpoint(self, path) -> None:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:

@@ -7,6 +7,7 @@ __all__, __getattr__ = lazy_exports(
     {
         "pipeline": ["train", "RunInterrupted"],
         "module": ["MiniGPTModule"],
+        "checkpoint_plugin": ["SafeCheckpointIO"],
         "metrics": ["evaluation_metrics", "relative_drift"],
         "schedules": ["warmup_cosine"],
         "run_hooks": ["RunContext", "RunHooks"],

@@ -27,9 +27,9 @@ from minituner.quant.linear import quantize_model
 from minituner.quant.storage import quantized_rows, quantized_storage
 from minituner.store.artifacts import weights_bytes, write_json_atomic
 from minituner.store.base_cache import LoadedBase, base_dir_for, base_key, base_seed, ensure_base, load_base, save_base
-from minituner.store.checkpoint_io import SafeCheckpointIO
 from minituner.store.resume import plan_resume
 from minituner.training.base_build import base_build_config
+from minituner.training.checkpoint_plugin import SafeCheckpointIO
 from minituner.training.distributed import rank_digests
 from minituner.training.metrics import relative_drift
 from minituner.training.module import MiniGPTModule
