@@ -22,36 +22,49 @@ from minituner.store.checkpoint_io import load_checkpoint_dir
 
 TINY = MiniGPTConfig(n_layer=1, n_head=2, d_model=16, d_ff=32)
 
-# Rewrites one artifact forever, alternating two versions; prints once the first is complete.
+# A host that imports once, then for each line on stdin forks a writer that rewrites one artifact
+# forever, alternating two versions, and says "ready <pid>" once the first is complete; the host
+# says "killed" when that writer has died (the test SIGKILLs it), then waits for the next line.
 WRITER = """
-import sys, torch
+import os, sys, torch
 from pathlib import Path
 from minituner.lora.adapter_io import save_adapter
 from minituner.store.artifacts import write_json_atomic
 from minituner.store.base_cache import save_base
+from minituner.store.checkpoint_io import save_checkpoint_dir
 from minituner.lora.inject import LoRAConfig, inject_lora
 from minituner.model.minigpt import MiniGPT, MiniGPTConfig
 
 kind, target = sys.argv[1], Path(sys.argv[2])
 config = MiniGPTConfig(n_layer=1, n_head=2, d_model=16, d_ff=32)
-version = 0
-while True:
-    torch.manual_seed(version % 2)
-    if kind == "json":
-        write_json_atomic(target, {"version": version % 2, "payload": "x" * 200_000})
-    elif kind == "base":
-        save_base(MiniGPT(config), target, {"version": version % 2})
-    elif kind == "checkpoint":
-        from minituner.store.checkpoint_io import save_checkpoint_dir
-        state = {"state_dict": MiniGPT(config).state_dict(), "optimizer_states": [{"state": {0: {"step": 1.0}}}]}
-        save_checkpoint_dir(state | {"version": version % 2}, target)
-    else:
-        model = MiniGPT(config)
-        inject_lora(model, LoRAConfig(target_modules="all_linear", r=8))
-        save_adapter(model, target, LoRAConfig(target_modules="all_linear", r=8), "base", "ab" * 32)
-    if version == 0:
-        print("ready", flush=True)
-    version += 1
+
+
+def write_forever():
+    version = 0
+    while True:
+        torch.manual_seed(version % 2)
+        if kind == "json":
+            write_json_atomic(target, {"version": version % 2, "payload": "x" * 200_000})
+        elif kind == "base":
+            save_base(MiniGPT(config), target, {"version": version % 2})
+        elif kind == "checkpoint":
+            state = {"state_dict": MiniGPT(config).state_dict(), "optimizer_states": [{"state": {0: {"step": 1.0}}}]}
+            save_checkpoint_dir(state | {"version": version % 2}, target)
+        else:
+            model = MiniGPT(config)
+            inject_lora(model, LoRAConfig(target_modules="all_linear", r=8))
+            save_adapter(model, target, LoRAConfig(target_modules="all_linear", r=8), "base", "ab" * 32)
+        if version == 0:
+            print("ready", os.getpid(), flush=True)
+        version += 1
+
+
+for _ in sys.stdin:
+    pid = os.fork()
+    if pid == 0:
+        write_forever()
+    os.waitpid(pid, 0)
+    print("killed", flush=True)
 """
 
 
@@ -69,13 +82,21 @@ def check_whole(kind: str, target) -> None:
 @pytest.mark.parametrize("kind", ["json", "base", "adapter", "checkpoint"])
 def test_sigkill_while_writing_leaves_a_whole_loadable_artifact(tmp_path, kind):
     target = tmp_path / ("manifest.json" if kind == "json" else kind)
-    for delay in (0.05, 0.13, 0.31, 0.57):  # different moments of the write loop
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, kind, str(target)], stdout=subprocess.PIPE, text=True)
-        assert writer.stdout.readline().strip() == "ready"
-        time.sleep(delay)
-        writer.send_signal(signal.SIGKILL)
-        writer.wait(timeout=30)
-        check_whole(kind, target)  # the previous version or the new one; a killed temp file may remain
+    host = subprocess.Popen([sys.executable, "-c", WRITER, kind, str(target)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        for delay in (0.05, 0.13, 0.31, 0.57):  # different moments of the write loop
+            host.stdin.write("write\n")
+            host.stdin.flush()
+            ready, pid = host.stdout.readline().split()
+            assert ready == "ready"
+            time.sleep(delay)
+            os.kill(int(pid), signal.SIGKILL)  # a whole writer process dies mid-write
+            assert host.stdout.readline().strip() == "killed"
+            check_whole(kind, target)  # the previous version or the new one; a killed temp file may remain
+    finally:
+        host.stdin.close()
+        host.wait(timeout=30)
 
 
 # Run in a child whose file-size limit makes any write past 64 KiB fail as on a full disk.
