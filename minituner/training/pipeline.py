@@ -76,11 +76,6 @@ def prepare_model(cfg: DictConfig) -> tuple[MiniGPT, LoadedBase | None]:
     return base.model, base
 
 
-def _build_base(cfg: DictConfig) -> None:
-    log.info("no base at %s: pretraining it first", base_dir_for(cfg))
-    train(base_build_config(cfg))
-
-
 def save_trained(cfg: DictConfig, model: MiniGPT, base: LoadedBase | None, metrics: dict) -> dict:
     """Write what the regime produced and return its paths, hashes and sizes.
 
