@@ -13,11 +13,10 @@ from pathlib import Path
 os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest  # noqa: E402
-from helpers import QUICK, compose_config  # noqa: E402
+from helpers import QUICK, compose_config, start_train  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from minituner.store.artifacts import exclusive_lock  # noqa: E402
-from minituner.training.pipeline import prepare_model  # noqa: E402
 
 
 @pytest.fixture
@@ -35,25 +34,32 @@ def _session_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_base_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A base cache with the ``model=tiny`` base that quick fine-tunes need, pretrained once per session.
+def parallel_finetunes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two quick ``regime=full`` fine-tunes of ``model=tiny`` started together on a fresh machine, once per session.
 
-    Built in-process with the shipped recipe, exactly as a fine-tune would build it; the first
-    xdist worker to ask builds it, the others wait on the lock and reuse it.
+    They need the same missing base: one builds it with the shipped recipe, the other waits on
+    the lock and loads it. ``test_train_e2e`` checks exactly that; every test that needs the tiny
+    base without testing its build copies this session's cache (:func:`seed_tiny_base`). The
+    first xdist worker to ask runs them, the other waits and reuses them. Returns the directory
+    holding the runs ``first`` and ``second`` and ``outputs/bases``.
     """
-    root = _session_root(tmp_path_factory) / "tiny-base"
-    with exclusive_lock(root.with_name(".tiny-base.lock")):
+    root = _session_root(tmp_path_factory) / "parallel-finetunes"
+    with exclusive_lock(root.with_name(".parallel-finetunes.lock")):
         if not (root / "outputs" / "bases").is_dir():
-            prepare_model(compose_config(QUICK, root))
-    return root / "outputs" / "bases"
+            runs = [start_train(root, name, "regime=full", *QUICK) for name in ("first", "second")]
+            for process in runs:
+                _, stderr = process.communicate(timeout=300)
+                assert process.returncode == 0, stderr[-2000:]
+    return root
 
 
 @pytest.fixture
-def seed_tiny_base(tiny_base_cache: Path) -> Callable[[Path], Path]:
+def seed_tiny_base(parallel_finetunes: Path) -> Callable[[Path], Path]:
     """Copy the session's tiny base into ``<outputs dir>/bases`` for tests that need it but do not test its build."""
 
     def seed(outputs_dir: Path) -> Path:
-        shutil.copytree(tiny_base_cache, outputs_dir / "bases", ignore=shutil.ignore_patterns(".*"))
+        cache = parallel_finetunes / "outputs" / "bases"
+        shutil.copytree(cache, outputs_dir / "bases", ignore=shutil.ignore_patterns(".*"))  # not the lock
         return outputs_dir / "bases"
 
     return seed

@@ -22,6 +22,7 @@ from minituner.data.instructions import (
 )
 from minituner.model.minigpt import IGNORE_INDEX, MiniGPT, MiniGPTConfig
 from minituner.model.tokenizer import ByteTokenizer
+from minituner.training.pipeline import train
 
 TOK = ByteTokenizer()
 
@@ -159,9 +160,7 @@ def test_bad_data_file_on_the_command_line_stops_before_any_work(tmp_path):
 def test_sentiment_example_end_to_end_on_a_tiny_long_context_model(tmp_path):
     tiny_long = ["model=tiny", "model.block_size=256"]
     common = [*QUICK, *tiny_long]
-    base = run_train(tmp_path, "base", "regime=pretrain_packed", *common)
-    assert base.returncode == 0, base.stderr[-2000:]
-    base_dir = json.loads((tmp_path / "base/metrics.json").read_text())["base_dir"]
+    base_dir = train(compose_config(["regime=pretrain_packed", *common], tmp_path, run="base"))["base_dir"]
     run = run_train(tmp_path, "run", "experiment=sentiment", f"base.path={base_dir}", *common)
     assert run.returncode == 0, run.stderr[-2000:]
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())

@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import save_tiny_base
+from helpers import compose_config, save_tiny_base
 
 from minituner.apps.runner import run_app
+from minituner.training.pipeline import train as run_train_here
 
 HERE = Path(__file__).parent
 # 2 epochs of 20 batches, dropout in the model and the adapters, a seeded shuffle
@@ -36,6 +37,16 @@ def train(tmp_path: Path, base: Path, *overrides: str, crash_at: int | str | Non
         return run_app("train", *args, timeout=300)
     command = [sys.executable, str(HERE / "crash_at_batch.py"), str(crash_at), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def resume_here(run_dir: Path, base: Path, *overrides: str) -> dict:
+    """``minituner-train ... resume=<run dir>`` composed as the CLI composes it, run in this process.
+
+    The kill needs a process of its own; the resumption does not (the CLI's own handling of
+    ``resume=`` is what the exit-code tests below run as processes).
+    """
+    args = [f"base.path={base}", *RUN, f"resume={run_dir}", *overrides]
+    return run_train_here(compose_config(args, run_dir.parent, run=run_dir.name))
 
 
 def output(done: subprocess.CompletedProcess) -> str:
@@ -73,15 +84,14 @@ def reference(tmp_path_factory, base) -> Path:
     ids=["mid-epoch", "next-epoch"],
 )
 def test_a_killed_run_resumes_to_the_same_adapter_and_metrics(tmp_path, base, reference, crash_at, overrides,
-                                                              expected_checkpoints):  # fmt: skip
+                                                              expected_checkpoints, caplog):  # fmt: skip
     run_dir = tmp_path / "run"
     killed = train(tmp_path, base, f"hydra.run.dir={run_dir}", *overrides, crash_at=crash_at)
     assert killed.returncode == -9  # SIGKILL: nothing ran after the kill
     assert not (run_dir / "metrics.json").exists() and steps(run_dir) == expected_checkpoints
 
-    resumed = train(tmp_path, base, f"resume={run_dir}", *overrides)
-    assert resumed.returncode == 0, output(resumed)
-    assert f"resuming from {run_dir}/checkpoints/{expected_checkpoints[-1]}" in output(resumed)
+    resume_here(run_dir, base, *overrides)
+    assert f"resuming from {run_dir}/checkpoints/{expected_checkpoints[-1]}" in caplog.text
     assert metrics(run_dir) == metrics(reference)  # adapter_sha256 included: bit-identical weights
 
 
@@ -95,8 +105,7 @@ def test_a_kill_inside_a_gradient_accumulation_window_resumes_exactly(tmp_path, 
     assert killed.returncode == -9
     assert steps(run_dir) == ["step-00000002", "step-00000003"]  # taken at window ends only
 
-    resumed = train(tmp_path, base, f"resume={run_dir}", *accumulate)
-    assert resumed.returncode == 0, output(resumed)
+    resume_here(run_dir, base, *accumulate)
     assert metrics(run_dir) == metrics(tmp_path / "reference")
 
 
@@ -108,21 +117,19 @@ def test_a_run_stopped_by_sigterm_saved_a_checkpoint_and_resumes_exactly(tmp_pat
     assert json.loads((run_dir / "metrics.json").read_text())["stopped_by_signal"] == "SIGTERM"
     assert steps(run_dir) == ["step-00000012", "step-00000014"]  # the step in flight finished, then saved
 
-    resumed = train(tmp_path, base, f"resume={run_dir}", "callbacks.checkpoint.every_n_steps=3")
-    assert resumed.returncode == 0, output(resumed)
+    resume_here(run_dir, base, "callbacks.checkpoint.every_n_steps=3")
     assert metrics(run_dir) == metrics(reference)
 
 
-def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one_with_a_warning(tmp_path, base, reference):
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one_with_a_warning(tmp_path, base, reference, caplog):
     run_dir = tmp_path / "run"
     train(tmp_path, base, f"hydra.run.dir={run_dir}", "callbacks.checkpoint.every_n_steps=3", crash_at=13)
     tensors = run_dir / "checkpoints/step-00000012/tensors.safetensors"
     tensors.write_bytes(tensors.read_bytes()[:-10])  # torn
 
-    resumed = train(tmp_path, base, f"resume={run_dir}", "callbacks.checkpoint.every_n_steps=3")
-    assert resumed.returncode == 0, output(resumed)
-    assert "skipping a checkpoint" in output(resumed) and "does not match the SHA-256" in output(resumed)
-    assert "resuming from" in output(resumed) and "step-00000009" in output(resumed)
+    resume_here(run_dir, base, "callbacks.checkpoint.every_n_steps=3")
+    assert "skipping a checkpoint" in caplog.text and "does not match the SHA-256" in caplog.text
+    assert "resuming from" in caplog.text and "step-00000009" in caplog.text
     assert metrics(run_dir) == metrics(reference)
 
 
@@ -152,11 +159,10 @@ def test_resuming_with_a_changed_config_lists_the_changes_and_changes_nothing(tm
     assert snapshot(run_dir) == before
 
 
-def test_resuming_a_finished_run_does_nothing(tmp_path, base, reference):
+def test_resuming_a_finished_run_does_nothing(base, reference, caplog):
     before = snapshot(reference)
-    resumed = train(tmp_path, base, f"resume={reference}", "callbacks.checkpoint.every_n_steps=3")
-    assert resumed.returncode == 0, output(resumed)
-    assert "the run has finished" in output(resumed)
+    resume_here(reference, base, "callbacks.checkpoint.every_n_steps=3")
+    assert "the run has finished" in caplog.text
     assert snapshot(reference) == before
 
 

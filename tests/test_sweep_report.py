@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import QUICK, read_csv
+from helpers import QUICK, compose_config, read_csv
 from safetensors.torch import load_file
 
 from minituner.apps.runner import run_app
 from minituner.reports.sweep import derived, parse_overrides, swept_keys, write_sweep_report
+from minituner.training.pipeline import train
 
 REPORT_FILES = {"sweep.csv", "REPORT.md", "sweep.png", "multirun.yaml"}
 
@@ -137,11 +138,8 @@ def test_early_stopping_ends_the_run_and_keeps_the_best_adapter(tmp_path, seed_t
             "callbacks.early_stopping.patience=1", "callbacks.early_stopping.mode=max",
             "callbacks.best_weights.mode=max", "regime.scheduler.warmup_steps=2"]  # fmt: skip
     quick = [o for o in QUICK if not o.startswith(("trainer.max_steps", "trainer.val_check_interval"))]
-    common = [f"paths.outputs_dir={tmp_path}/outputs", *quick]
-    stopped = run_app("train", f"hydra.run.dir={tmp_path}/stopped", *common, *stop)
-    short = [*stop, "trainer.max_steps=2"]  # the same run, ending at step 2
-    ended = run_app("train", f"hydra.run.dir={tmp_path}/short", *common, *short)
-    assert stopped.returncode == 0 and ended.returncode == 0, stopped.stderr[-2000:]
+    train(compose_config([*quick, *stop], tmp_path, run="stopped"))
+    train(compose_config([*quick, *stop, "trainer.max_steps=2"], tmp_path, run="short"))  # the same run, to step 2
 
     stopped_metrics = json.loads((tmp_path / "stopped/metrics.json").read_text())
     assert stopped_metrics["train_steps"] == 4

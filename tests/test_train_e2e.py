@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import QUICK, cached_bases, compose_config, read_metrics, run_train, start_train
+from helpers import QUICK, cached_bases, compose_config, read_metrics, run_train
+
+from minituner.training.pipeline import train
 
 RUN_FILES = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log", "metrics.json"}
 RUN_FILES |= {"memory.json", "manifest.json"}  # written by the default callbacks
@@ -25,8 +28,15 @@ def artifact_set(directory: Path) -> set[str]:
     return {re.sub(r"events\.out\.tfevents\..*", "events", n) for n in names}
 
 
-def test_pretrain_then_finetune_from_an_explicit_base(tmp_path):
-    done = run_train(tmp_path, "pre", "regime=pretrain", *QUICK)
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """``minituner-train regime=pretrain`` (quick): the base the explicit-base tests fine-tune."""
+    tmp_path = tmp_path_factory.mktemp("pretrained")
+    return tmp_path, run_train(tmp_path, "pre", "regime=pretrain", *QUICK)
+
+
+def test_pretrain_then_finetune_from_an_explicit_base(pretrained):
+    tmp_path, done = pretrained
     assert done.returncode == 0, done.stderr
     assert artifact_set(tmp_path / "pre") == RUN_FILES | TB_FILES
     pre = read_metrics(tmp_path / "pre")
@@ -52,13 +62,11 @@ def test_pretrain_then_finetune_from_an_explicit_base(tmp_path):
     assert fine["regular_ppl_drift"] == pytest.approx(fine["regular_ppl"] / fine["base_regular_ppl"] - 1)
 
 
-def test_parallel_finetunes_build_the_missing_base_once_and_are_reproducible(tmp_path):
-    # Two fine-tunes that need the same missing base start together: one builds it with the shipped
-    # recipe, the other waits on the lock and loads it; both then train the same model.
-    runs = {name: start_train(tmp_path, name, "regime=full", *QUICK) for name in ("first", "second")}
-    for process in runs.values():
-        _, stderr = process.communicate(timeout=300)
-        assert process.returncode == 0, stderr[-2000:]
+def test_parallel_finetunes_build_the_missing_base_once_and_are_reproducible(parallel_finetunes):
+    # Two fine-tunes that needed the same missing base started together (conftest.parallel_finetunes):
+    # one built it with the shipped recipe, the other waited on the lock and loaded it; both then
+    # trained the same model.
+    tmp_path, runs = parallel_finetunes, ("first", "second")
     builders = [name for name in runs if (tmp_path / name / "base_build").exists()]
     assert len(builders) == 1  # the other waited on the lock, then loaded the same base
     (builder,) = builders
@@ -75,10 +83,10 @@ def test_parallel_finetunes_build_the_missing_base_once_and_are_reproducible(tmp
     assert len(cached_bases(tmp_path)) == 1
 
 
-def test_lora_run_writes_a_peft_adapter_and_the_same_seed_gives_the_same_adapter(tmp_path):
-    done = run_train(tmp_path, "pre", "regime=pretrain", *QUICK)
+def test_lora_run_writes_a_peft_adapter_and_the_same_seed_gives_the_same_adapter(tmp_path, pretrained):
+    done = pretrained[1]
     assert done.returncode == 0, done.stderr
-    base_dir = read_metrics(tmp_path / "pre")["base_dir"]
+    base_dir = read_metrics(pretrained[0] / "pre")["base_dir"]
     runs = []
     for name in ("lora_a", "lora_b"):
         done = run_train(tmp_path, name, "regime=lora", f"base.path={base_dir}", "lora.dropout=0.1", *QUICK)
@@ -91,9 +99,8 @@ def test_lora_run_writes_a_peft_adapter_and_the_same_seed_gives_the_same_adapter
     assert first["trainable_params"] == 768
     assert first["adapter_bytes"] == (tmp_path / "lora_a/adapter/adapter_model.safetensors").stat().st_size
     assert first["base_bytes"] == (Path(base_dir) / "model.safetensors").stat().st_size
-    other_seed = run_train(tmp_path, "lora_c", "regime=lora", f"base.path={base_dir}", "seed=7", *QUICK)
-    assert other_seed.returncode == 0, other_seed.stderr
-    assert read_metrics(tmp_path / "lora_c")["adapter_sha256"] != first["adapter_sha256"]
+    other_seed = train(compose_config(["regime=lora", f"base.path={base_dir}", "seed=7", *QUICK], tmp_path, "lora_c"))
+    assert other_seed["adapter_sha256"] != first["adapter_sha256"]
 
 
 def test_qlora_run_builds_its_base_reports_the_quantized_base_and_writes_an_adapter(tmp_path):
@@ -138,8 +145,6 @@ DRIFT_BAR = 0.10  # control-perplexity drift of the default (Q)LoRA, well below 
 def test_default_preset_meets_the_phase_numbers(tmp_path):
     """The base over-regularises; full fine-tuning fixes the irregular verbs and forgets;
     the default LoRA fixes them (>= 95%, >= +60 points) and keeps control drift <= 5%."""
-    from minituner.training.pipeline import train
-
     full = train(compose_config(["regime=full"], tmp_path, run="full"))
     base = read_metrics(tmp_path / "full" / "base_build")
     assert base["irregular_acc"] <= 0.20

@@ -267,7 +267,7 @@ def report_text(sweep_dir: Path, jobs: list[Job]) -> str:
     done = sum(j.status == "completed" for j in jobs)
     return f"""# Sweep report: `{sweep_dir.name}`
 
-Generated from the jobs' `metrics.json` by `minituner/sweep_report.py` (refreshed after every job
+Generated from the jobs' `metrics.json` by `minituner/reports/sweep.py` (refreshed after every job
 and at the end of the sweep; `minituner-sweep-report {sweep_dir}` rebuilds it). Do not edit by hand.
 {command}
 {len(jobs)} job(s), {done} completed. Task accuracy: the tuned model scores the correct irregular
