@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -75,6 +77,26 @@ def reference(tmp_path_factory, base) -> Path:
     return run_dir
 
 
+EVERY_3 = "callbacks.checkpoint.every_n_steps=3"
+
+
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory, base) -> Callable[[int, Path], Path]:
+    """A copy, at ``into``, of a run (checkpoints every 3 steps) SIGKILLed at batch N; each N is run once a module."""
+    originals: dict[int, Path] = {}
+
+    def copy(crash_at: int, into: Path) -> Path:
+        if crash_at not in originals:
+            run_dir = tmp_path_factory.mktemp(f"killed-at-{crash_at}") / "run"
+            killed = train(run_dir.parent, base, f"hydra.run.dir={run_dir}", EVERY_3, crash_at=crash_at)
+            assert killed.returncode == -9, output(killed)  # SIGKILL: nothing ran after the kill
+            originals[crash_at] = run_dir
+        shutil.copytree(originals[crash_at], into)
+        return into
+
+    return copy
+
+
 @pytest.mark.parametrize(
     "crash_at,overrides,expected_checkpoints",
     [
@@ -121,9 +143,9 @@ def test_a_run_stopped_by_sigterm_saved_a_checkpoint_and_resumes_exactly(tmp_pat
     assert metrics(run_dir) == metrics(reference)
 
 
-def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one_with_a_warning(tmp_path, base, reference, caplog):
-    run_dir = tmp_path / "run"
-    train(tmp_path, base, f"hydra.run.dir={run_dir}", "callbacks.checkpoint.every_n_steps=3", crash_at=13)
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one_with_a_warning(tmp_path, base, reference, caplog,
+                                                                                   killed_run):  # fmt: skip
+    run_dir = killed_run(13, tmp_path / "run")
     tensors = run_dir / "checkpoints/step-00000012/tensors.safetensors"
     tensors.write_bytes(tensors.read_bytes()[:-10])  # torn
 
@@ -133,9 +155,8 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one_with_a_warni
     assert metrics(run_dir) == metrics(reference)
 
 
-def test_only_corrupt_checkpoints_is_an_error_not_a_fresh_start(tmp_path, base):
-    run_dir = tmp_path / "run"
-    train(tmp_path, base, f"hydra.run.dir={run_dir}", "callbacks.checkpoint.every_n_steps=3", crash_at=7)
+def test_only_corrupt_checkpoints_is_an_error_not_a_fresh_start(tmp_path, base, killed_run):
+    run_dir = killed_run(7, tmp_path / "run")
     for state in (run_dir / "checkpoints").glob("*/state.json"):
         state.write_text("{not json")
     before = snapshot(run_dir)
@@ -146,9 +167,8 @@ def test_only_corrupt_checkpoints_is_an_error_not_a_fresh_start(tmp_path, base):
     assert snapshot(run_dir) == before
 
 
-def test_resuming_with_a_changed_config_lists_the_changes_and_changes_nothing(tmp_path, base):
-    run_dir = tmp_path / "run"
-    train(tmp_path, base, f"hydra.run.dir={run_dir}", "callbacks.checkpoint.every_n_steps=3", crash_at=7)
+def test_resuming_with_a_changed_config_lists_the_changes_and_changes_nothing(tmp_path, base, killed_run):
+    run_dir = killed_run(7, tmp_path / "run")
     before = snapshot(run_dir)
 
     resumed = train(tmp_path, base, f"resume={run_dir}", "lora.r=4", "seed=7")

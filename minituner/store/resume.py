@@ -25,8 +25,10 @@ CHECKPOINT_DIR = "checkpoints"
 RUN_MARKERS = (".hydra/config.yaml", "manifest.json")  # written as a run starts (Hydra, the manifest callback)
 # Keys that may differ between the interrupted run and its resumption: where things are written
 # and how often checkpoints are taken, nothing that changes what is trained.
+# (The loggers' save_dir is the run directory: a run moved or copied elsewhere still resumes.)
 FREE_KEYS = ("resume", "paths", "trainer.default_root_dir", "trainer.enable_progress_bar", "callbacks.checkpoint",
-             "callbacks.progress_bar", "callbacks.config_tree")  # fmt: skip
+             "callbacks.progress_bar", "callbacks.config_tree", "logger.tensorboard.save_dir",
+             "logger.csv.save_dir")  # fmt: skip
 
 
 def resumable_config(cfg: DictConfig) -> dict:
