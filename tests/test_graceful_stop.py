@@ -19,11 +19,12 @@ LONG = [o for o in QUICK if not o.startswith("trainer.max_steps")] + ["trainer.m
 def start_and_signal(tmp_path: Path, run: str, signum: signal.Signals, *overrides: str) -> subprocess.Popen:
     """Start a run that would train for a very long time, signal it once training has begun."""
     process = start_train(tmp_path, run, *overrides)
-    lightning_logs = tmp_path / run / "tensorboard"
+    checkpoints = tmp_path / run / "checkpoints"
     deadline = time.monotonic() + 120
-    while not lightning_logs.exists() and time.monotonic() < deadline:  # events appear when fit logs
+    # The first checkpoint (step 50) proves training is some steps in, however loaded the machine is
+    # (a fixed sleep after the logger's first file was not enough under two test workers).
+    while not checkpoints.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    time.sleep(1.0)  # some steps into fit
     process.send_signal(signum)
     process.wait(timeout=120)
     return process
