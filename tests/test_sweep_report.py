@@ -1,8 +1,10 @@
-"""Sweep reports: the aggregation of job directories, and the experiment configs run as users run them."""
+"""Sweep reports: job directories aggregated (seeds as groups), and the experiment configs run as users run them."""
 
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,8 @@ from helpers import QUICK, compose_config, read_csv
 from safetensors.torch import load_file
 
 from minituner.apps.runner import run_app
-from minituner.reports.sweep import derived, parse_overrides, swept_keys, write_sweep_report
+from minituner.reports.seed_groups import Stats, t_quantile_975
+from minituner.reports.sweep import derived, parse_overrides, seed_groups, swept_keys, write_sweep_report
 from minituner.training.pipeline import train
 
 REPORT_FILES = {"sweep.csv", "REPORT.md", "sweep.png", "multirun.yaml"}
@@ -101,7 +104,7 @@ def run_sweep(tmp_path: Path, *overrides: str) -> Path:
 
 def test_rank_ablation_multirun_writes_the_report_and_varies_quant_too(tmp_path, seed_tiny_base):
     seed_tiny_base(tmp_path)
-    sweep = run_sweep(tmp_path, "experiment=rank_ablation", "lora.r=2,4", "quant=none,nf4")
+    sweep = run_sweep(tmp_path, "experiment=rank_ablation", "lora.r=2,4", "quant=none,nf4", "seed=1")
 
     assert sweep.name.endswith("_rank_ablation")
     assert {p.name for p in sweep.iterdir()} >= REPORT_FILES
@@ -121,7 +124,7 @@ def test_rank_ablation_multirun_writes_the_report_and_varies_quant_too(tmp_path,
 
 def test_target_module_comparison_multirun(tmp_path, seed_tiny_base):
     seed_tiny_base(tmp_path)
-    sweep = run_sweep(tmp_path, "experiment=target_modules", "lora.target_modules=attn_qv,all_linear")
+    sweep = run_sweep(tmp_path, "experiment=target_modules", "lora.target_modules=attn_qv,all_linear", "seed=1")
 
     rows = read_csv(sweep / "sweep.csv")
     assert [r["lora.target_modules"] for r in rows] == ["attn_qv", "all_linear"]
@@ -147,3 +150,87 @@ def test_early_stopping_ends_the_run_and_keeps_the_best_adapter(tmp_path, seed_t
     adapters = [load_file(tmp_path / run / "adapter/adapter_model.safetensors") for run in ("stopped", "short")]
     assert adapters[0].keys() == adapters[1].keys()
     assert all(adapters[0][k].equal(adapters[1][k]) for k in adapters[0])  # step 2's weights, not step 4's
+
+
+# 3 seeds x 2 ranks: (rank, seed) -> (accuracy, drift)
+GRID = {
+    (4, 1): (0.90, 0.01), (4, 2): (0.80, 0.02), (4, 3): (0.85, 0.06),  # seed 3 misses the drift bar
+    (8, 1): (0.95, 0.02), (8, 2): (0.97, 0.03), (8, 3): (0.99, 0.04),
+}  # fmt: skip
+
+
+def fabricated_sweep(tmp_path):
+    for num, ((rank, seed), (acc, drift)) in enumerate(GRID.items()):
+        fake_job(tmp_path, num, [f"lora.r={rank}", f"seed={seed}"], metrics=metrics(acc, drift, 10 * rank))
+    return write_sweep_report(tmp_path)
+
+
+def test_student_t_quantiles_and_the_interval_of_three_values():
+    assert t_quantile_975(1) == 12.706 and t_quantile_975(2) == 4.303 and t_quantile_975(30) == 2.042
+    assert t_quantile_975(1000) == pytest.approx(1.962, abs=0.002)
+    stats = Stats.of([0.90, 0.80, 0.85])
+    assert (stats.n, stats.min, stats.max) == (3, 0.80, 0.90)
+    assert stats.mean == pytest.approx(0.85) and stats.sd == pytest.approx(0.05)
+    assert stats.ci95 == pytest.approx(4.303 * 0.05 / math.sqrt(3))
+    assert Stats.of([0.5]).sd is None and Stats.of([0.5]).ci95 is None
+
+
+def test_jobs_that_differ_only_in_their_seeds_are_grouped_with_exact_figures(tmp_path):
+    jobs = fabricated_sweep(tmp_path)
+
+    groups = {label: (rows, stats) for label, rows, stats in seed_groups(jobs)}
+    assert list(groups) == ["lora.r=4", "lora.r=8"]
+    rows = read_csv(tmp_path / "sweep_groups.csv")
+    assert [r["group"] for r in rows] == ["lora.r=4", "lora.r=8"] and [r["n"] for r in rows] == ["3", "3"]
+    for row, rank in zip(rows, (4, 8), strict=True):
+        accs = [a for (r, _), (a, _) in GRID.items() if r == rank]
+        drifts = [d for (r, _), (_, d) in GRID.items() if r == rank]
+        assert float(row["irregular_acc_mean"]) == pytest.approx(statistics.fmean(accs))
+        assert float(row["irregular_acc_sd"]) == pytest.approx(statistics.stdev(accs))
+        assert float(row["irregular_acc_min"]) == pytest.approx(min(accs))
+        assert float(row["regular_ppl_drift_max"]) == pytest.approx(max(drifts))
+        assert float(row["irregular_acc_ci95"]) == pytest.approx(4.303 * statistics.stdev(accs) / math.sqrt(3))
+        assert float(row["acc_gain_points_mean"]) == pytest.approx(100 * (statistics.fmean(accs) - 0.2))
+    # the goals are judged on the worst seed: rank 4's seed 3 drifts 6%
+    assert [r["meets_goals_worst_seed"] for r in rows] == ["False", "True"]
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "## Seed statistics" in report and "judged\non the **worst seed**" in report
+    assert "| lora.r=4 | 3 | 85.0 ± 5.0% [72.6, 97.4] | 80.0% | 3.00 ± 2.65% [-3.57, 9.57] | 6.00% | missed |" in report
+    assert "| lora.r=8 | 3 | 97.0 ± 2.0% [92.0, 102.0] | 95.0% | 3.00 ± 1.00% [0.52, 5.48] | 4.00% | met |" in report
+    assert "Highest mean task accuracy: lora.r=8 (97.0% over 3 seed(s), worst seed 95.0%)." in report
+    assert "while every seed meets the goals (gain >= 10 points, drift <= 5%): lora.r=8." in report
+    assert len(read_csv(tmp_path / "sweep.csv")) == 6  # one row per job stays
+
+
+def test_a_sweep_without_seeds_has_no_group_section(tmp_path):
+    fake_job(tmp_path, 0, ["lora.r=4"], metrics=metrics(0.9, 0.01, 40))
+    fake_job(tmp_path, 1, ["lora.r=8"], metrics=metrics(0.95, 0.02, 80))
+    write_sweep_report(tmp_path)
+    assert "Seed statistics" not in (tmp_path / "REPORT.md").read_text()
+    assert not (tmp_path / "sweep_groups.csv").exists()
+
+
+def test_a_failed_seed_is_left_out_of_its_group(tmp_path):
+    fake_job(tmp_path, 0, ["seed=1"], metrics=metrics(0.9, 0.01, 40))
+    fake_job(tmp_path, 1, ["seed=2"], status="failed")
+    fake_job(tmp_path, 2, ["seed=3"], metrics=metrics(0.7, 0.03, 40))
+    write_sweep_report(tmp_path)
+    (row,) = read_csv(tmp_path / "sweep_groups.csv")
+    assert row["group"] == "all jobs" and row["n"] == "2"
+    assert float(row["irregular_acc_mean"]) == pytest.approx(0.8)
+
+
+def test_a_real_two_seed_multirun_gets_the_grouped_report(tmp_path, seed_tiny_base):
+    seed_tiny_base(tmp_path)
+    sweep = run_sweep(tmp_path, "experiment=seeds", "seed=1,2")
+
+    assert sweep.name.endswith("_seeds")
+    jobs = read_csv(sweep / "sweep.csv")
+    assert [r["seed"] for r in jobs] == ["1", "2"] and all(r["status"] == "completed" for r in jobs)
+    (group,) = read_csv(sweep / "sweep_groups.csv")
+    assert group["group"] == "all jobs" and group["n"] == "2"
+    accs = [float(r["irregular_acc"]) for r in jobs]
+    assert float(group["irregular_acc_mean"]) == pytest.approx(statistics.fmean(accs))
+    assert float(group["irregular_acc_sd"]) == pytest.approx(statistics.stdev(accs))
+    assert "## Seed statistics" in (sweep / "REPORT.md").read_text()
+    assert (sweep / "sweep.png").read_bytes().startswith(b"\x89PNG")

@@ -80,6 +80,29 @@ def regime_problems(regime: DictConfig) -> list[str]:
         problems.append(
             f"regime.trainable={regime.get('trainable')!r} is not allowed: must be one of {list(TRAINABLE)}"
         )
+    return problems + replay_problems(regime)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def replay_problems(regime: DictConfig) -> list[str]:
+    """Problems with ``regime.replay`` (self-replay of the base's own sentences), when the regime has one."""
+    replay = regime.get("replay")
+    if replay is None:
+        return []
+    problems: list[str] = []
+    for key in ("batch_size", "sentences", "max_len"):
+        _positive_int(replay, key, problems)
+    problems = [f"regime.replay.{p}" for p in problems]
+    if not _number(replay.get("weight")) or replay.weight < 0:
+        problems.append(f"regime.replay.weight={replay.get('weight')!r} is not allowed: must be a number >= 0 (0: off)")
+    if not _number(replay.get("temperature")) or replay.temperature <= 0:
+        problems.append(f"regime.replay.temperature={replay.get('temperature')!r} is not allowed: must be a number > 0")
+    if not problems and replay.weight and regime.get("trainable") != "lora":
+        problems.append(f"regime.replay.weight={replay.weight} needs regime.trainable='lora': the base that "
+                        "writes the sentences must stay frozen")  # fmt: skip
     return problems
 
 

@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from minituner.data.corpus import CorpusConfig, VerbCorpus, generate_corpus, task_items
+from minituner.data.corpus import EXTRA_REGULAR_VERBS, CorpusConfig, VerbCorpus, generate_corpus, task_items
 from minituner.data.resumable_loader import LoaderPosition, ResumableDataLoader
 from minituner.model.minigpt import IGNORE_INDEX
 from minituner.model.tokenizer import ByteTokenizer
@@ -193,6 +193,14 @@ class VerbDataModule(L.LightningDataModule):
         items = task_items(self.corpus.splits[self.task_splits[stage]])
         datasets.append(TaskDataset(items, self.tokenizer, self.block_size))
         return [self._loader(d) for d in datasets]
+
+    def replay_prompts(self) -> list[str]:
+        """Lemma cues the base completes for self-replay (``regime.replay``).
+
+        The regular verbs of the pre-training corpus that are neither fine-tuned nor in the
+        control set, so the control drift still measures verbs that no training step has seen.
+        """
+        return [f"{lemma}: " for lemma in EXTRA_REGULAR_VERBS]
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled (seeded) loader over the training split."""

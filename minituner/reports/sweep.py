@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import logging
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,17 @@ from hydra.types import RunMode
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
+from minituner.reports.seed_groups import (
+    SEED_KEYS,
+    SeedGroup,
+    Stats,
+    group_jobs,
+    group_stats,
+    groups_csv_text,
+    groups_markdown,
+    seed_keys,
+    worst_seed_meets,
+)
 from minituner.store.artifacts import write_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -190,6 +202,9 @@ def findings(jobs: list[Job]) -> list[str]:
     def label(job: Job) -> str:
         return ", ".join(f"{k}={job.value(k)}" for k in keys) or f"job {job.num}"
 
+    groups = seed_groups(jobs)
+    if groups:
+        return _group_findings(groups) + _unfinished(jobs)
     best = max(done, key=lambda j: j.metrics[task_metric(j.metrics)])
     lines = [f"Highest task accuracy: {label(best)} ({_pct(best.metrics[task_metric(best.metrics)])})."]
     meeting = [j for j in done if derived(j.metrics).get("meets_goals")]
@@ -201,14 +216,39 @@ def findings(jobs: list[Job]) -> list[str]:
         )
     elif any("meets_goals" in derived(j.metrics) for j in done):
         lines.append("No job meets both goals (gain >= 10 points and drift <= 5%).")
+    return lines + _unfinished(jobs)
+
+
+def _unfinished(jobs: list[Job]) -> list[str]:
     unfinished = [str(j.num) for j in jobs if j.status != "completed"]
-    if unfinished:
-        lines.append(f"Jobs without a result: {', '.join(unfinished)}.")
+    return [f"Jobs without a result: {', '.join(unfinished)}."] if unfinished else []
+
+
+def _group_findings(groups: list[SeedGroup]) -> list[str]:
+    """The findings of a seed sweep, per group: the best mean, and the goals on the worst seed."""
+    scored = [(label, rows, stats) for label, rows, stats in groups if rows]
+    if not scored:
+        return ["No job has finished yet."]
+    task = task_metric(scored[0][1][0])
+    label, _, stats = max(scored, key=lambda g: g[2][task].mean)
+    lines = [f"Highest mean task accuracy: {label} ({_pct(stats[task].mean)} over {stats[task].n} seed(s), "
+             f"worst seed {_pct(stats[task].min)})."]  # fmt: skip
+    meeting = [(label, rows) for label, rows, _ in scored if worst_seed_meets(rows)]
+    if meeting:
+        cheapest = min(meeting, key=lambda g: g[1][0].get("trainable_params", 0))
+        lines.append(f"Fewest trainable parameters while every seed meets the goals (gain >= {GOAL_GAIN_POINTS:.0f} "
+                     f"points, drift <= {GOAL_MAX_DRIFT:.0%}): {cheapest[0]}.")  # fmt: skip
+    elif any(worst_seed_meets(rows) is not None for _, rows, _ in scored):
+        lines.append("No group meets both goals on its worst seed (gain >= 10 points and drift <= 5%).")
     return lines
 
 
 def plot_sweep(jobs: list[Job], path: Path) -> None:
-    """Task accuracy, control drift and trainable parameters per job, against rank when rank is swept."""
+    """Task accuracy, control drift and trainable parameters, against rank when rank is swept.
+
+    Jobs that differ only in their seeds are drawn as one mean with a standard-deviation error
+    bar, each seed as a point beside it.
+    """
     done = [j for j in jobs if task_metric(j.metrics) in j.metrics]
     keys = swept_keys(jobs)
     panels = [
@@ -220,14 +260,12 @@ def plot_sweep(jobs: list[Job], path: Path) -> None:
     all_axes = figure.subplots(1, 3)
     for axes, (title, value) in zip(all_axes, panels, strict=True):
         if RANK_KEY in keys:
-            _plot_against_rank(axes, done, [k for k in keys if k != RANK_KEY], value)
+            _plot_against_rank(axes, done, [k for k in keys if k not in (RANK_KEY, *SEED_KEYS)], value)
         else:
-            labels = [", ".join(j.value(k) for k in keys) or str(j.num) for j in done]
-            axes.bar(labels, [value(j.metrics) or 0 for j in done])
-            axes.tick_params(axis="x", labelrotation=30)
+            _plot_groups(axes, done, keys, value)
         axes.set_title(title)
     bases = [j.metrics[f"base_{task_metric(j.metrics)}"] for j in done if f"base_{task_metric(j.metrics)}" in j.metrics]
-    if bases:  # every job of a sweep over one base starts from the same accuracy
+    if bases and len(set(bases)) == 1:  # every job of a sweep over one base starts from the same accuracy
         all_axes[0].axhline(100 * bases[0], linestyle=":", color="black", label="base")
     all_axes[1].axhline(100 * GOAL_MAX_DRIFT, linestyle=":", color="red", label="goal (max)")
     all_axes[2].set_yscale("log")
@@ -238,23 +276,71 @@ def plot_sweep(jobs: list[Job], path: Path) -> None:
     write_atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
 
 
+def _mean_and_sd(values: list[float]) -> tuple[float, float]:
+    stats = Stats.of(values)
+    return stats.mean, stats.sd or 0.0
+
+
+def _plot_groups(axes, jobs: list[Job], keys: list[str], value) -> None:
+    """One bar per group (its mean; an error bar of one sd over seeds), each job as a point."""
+    groups = group_jobs(jobs, keys)
+    for x, members in enumerate(groups.values()):
+        values = [v for v in (value(j.metrics) for j in members) if v is not None]
+        if not values:
+            continue
+        mean, sd = _mean_and_sd(values)
+        axes.bar(x, mean, color="tab:blue", alpha=0.6, yerr=sd if len(values) > 1 else None, capsize=4)
+        if len(values) > 1:
+            axes.plot([x] * len(values), values, "k.", alpha=0.7)
+    axes.set_xticks(range(len(groups)), list(groups))
+    axes.tick_params(axis="x", labelrotation=30)
+
+
 def _plot_against_rank(axes, jobs: list[Job], series_keys: list[str], value) -> None:
-    """One line per combination of the other swept keys; jobs without adapters as flat lines."""
+    """One line per combination of the other swept keys; jobs without adapters as flat lines.
+
+    Seeds of one rank: their mean with an sd error bar, each seed as a point.
+    """
     groups: dict[str, list[Job]] = {}
     for job in jobs:
         groups.setdefault(", ".join(f"{k}={job.value(k)}" for k in series_keys) or "LoRA", []).append(job)
     ranks = set()
     for name, members in groups.items():
-        points = sorted((int(j.value(RANK_KEY)), value(j.metrics)) for j in members if j.adapts)
-        points = [(r, v) for r, v in points if v is not None]
-        if points:
-            axes.plot(*zip(*points, strict=True), marker="o", label=name)
-            ranks.update(r for r, _ in points)
-        for job in (j for j in members if not j.adapts and value(j.metrics) is not None):
-            axes.axhline(value(job.metrics), linestyle="--", color="grey", label=f"{name} (no adapters)")
+        by_rank: dict[int, list[float]] = {}
+        for job in (j for j in members if j.adapts and value(j.metrics) is not None):
+            by_rank.setdefault(int(job.value(RANK_KEY)), []).append(value(job.metrics))
+        if by_rank:
+            xs = sorted(by_rank)
+            means, sds = zip(*(_mean_and_sd(by_rank[r]) for r in xs), strict=True)
+            seeded = any(len(v) > 1 for v in by_rank.values())
+            line = axes.errorbar(xs, means, yerr=sds if seeded else None, marker="o", capsize=3, label=name)
+            if seeded:
+                points = [(r, v) for r in xs for v in by_rank[r]]
+                axes.plot(*zip(*points, strict=True), ".", color=line.lines[0].get_color(), alpha=0.5)
+            ranks.update(xs)
+        flat = [value(j.metrics) for j in members if not j.adapts and value(j.metrics) is not None]
+        if flat:
+            axes.axhline(statistics.fmean(flat), linestyle="--", color="grey", label=f"{name} (no adapters)")
     axes.set_xscale("log", base=2)
     axes.set_xticks(sorted(ranks), [str(r) for r in sorted(ranks)])
     axes.set_xlabel("LoRA rank r")
+
+
+def seed_groups(jobs: list[Job]) -> list[SeedGroup]:
+    """Per group of jobs that differ only in their seeds: (label, rows of its finished jobs, statistics).
+
+    Empty when the sweep does not vary a seed.
+    """
+    keys = swept_keys(jobs)
+    if not seed_keys(keys):
+        return []
+    _, rows = table_rows(jobs)
+    by_num = {row["job"]: row for row in rows}
+    grouped = []
+    for label, members in group_jobs(jobs, keys).items():
+        finished = [by_num[j.num] for j in members if task_metric(j.metrics) in j.metrics]
+        grouped.append((label, finished, group_stats(finished) if finished else {}))
+    return grouped
 
 
 def report_text(sweep_dir: Path, jobs: list[Job]) -> str:
@@ -265,6 +351,8 @@ def report_text(sweep_dir: Path, jobs: list[Job]) -> str:
         task = OmegaConf.select(OmegaConf.load(multirun), "hydra.overrides.task", default=[])
         command = f"\nCommand: `minituner-train -m {' '.join(task)}`\n"
     done = sum(j.status == "completed" for j in jobs)
+    groups = seed_groups(jobs)
+    groups_section = f"\n{groups_markdown(groups)}\n" if groups else ""
     return f"""# Sweep report: `{sweep_dir.name}`
 
 Generated from the jobs' `metrics.json` by `minituner/reports/sweep.py` (refreshed after every job
@@ -278,7 +366,7 @@ test perplexity from the base; goals: gain >= {GOAL_GAIN_POINTS:.0f} points and 
 {markdown_table(jobs)}
 
 {chr(10).join(f"- {line}" for line in findings(jobs))}
-
+{groups_section}
 ![sweep](sweep.png)
 
 Every column of every job is in `sweep.csv`. Compare the runs' curves and hyperparameters in
@@ -287,7 +375,10 @@ TensorBoard (HPARAMS tab): `tensorboard --logdir {sweep_dir}`.
 
 
 def write_sweep_report(sweep_dir: Path) -> list[Job]:
-    """Write ``sweep.csv``, ``REPORT.md`` and ``sweep.png`` into ``sweep_dir``; return the jobs found."""
+    """Write ``sweep.csv``, ``REPORT.md``, ``sweep.png`` into ``sweep_dir``; return the jobs found.
+
+    A sweep over seeds also gets ``sweep_groups.csv`` (the statistics per group).
+    """
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep directory {sweep_dir} does not exist")
@@ -296,6 +387,9 @@ def write_sweep_report(sweep_dir: Path) -> list[Job]:
         raise FileNotFoundError(f"no job directories (with .hydra/overrides.yaml) under {sweep_dir}")
     header, rows = table_rows(jobs)
     write_text_atomic(sweep_dir / "sweep.csv", csv_text(header, rows))
+    groups = seed_groups(jobs)
+    if groups:
+        write_text_atomic(sweep_dir / "sweep_groups.csv", groups_csv_text(groups))
     plot_sweep(jobs, sweep_dir / "sweep.png")
     write_text_atomic(sweep_dir / "REPORT.md", report_text(sweep_dir, jobs))
     return jobs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -55,10 +56,58 @@ def host_info() -> dict:
         "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "cpu_numerics": cpu_numerics(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "cuda": torch.version.cuda,
         "argv": sys.argv,
     }
+
+
+# CPU flags whose presence changes which ATen / oneDNN / BLAS kernels run, hence float rounding
+NUMERIC_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "neon", "asimd")
+
+
+def cpu_numerics() -> dict:
+    """What makes float results differ between CPUs.
+
+    The kernel ISA torch picked, the CPU flags that matter, the thread counts, the BLAS and
+    oneDNN builds, and the environment variables that override them.
+    """
+    backends = torch.backends
+    return {
+        "cpu_capability": backends.cpu.get_cpu_capability(),  # the ISA of ATen's vectorised kernels
+        "flags": [f for f in NUMERIC_FLAGS if f in _cpu_flags()],
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "mkl": backends.mkl.is_available(),
+        "mkldnn": backends.mkldnn.is_available(),
+        "blas": _config_value("BLAS_INFO"),
+        "lapack": _config_value("LAPACK_INFO"),
+        "onednn": _onednn_version(),
+        "env": {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                          "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA") if k in os.environ},
+    }  # fmt: skip
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _config_value(name: str) -> str | None:
+    """One ``NAME=value`` entry of ``torch.__config__.show()`` (None when the build does not say)."""
+    found = re.search(rf"\b{name}=([^,\s]+)", torch.__config__.show())
+    return found.group(1) if found else None
+
+
+def _onednn_version() -> str | None:
+    found = re.search(r"MKL-DNN v([\w.]+)", torch.__config__.show())
+    return found.group(1) if found else None
 
 
 def _cpu_name() -> str:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from minituner.training.metrics import CHOICE_METRICS, candidate_preferences, evaluation_metrics
+from minituner.training.replay import ReplaySet
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -21,6 +22,8 @@ class MiniGPTModule(L.LightningModule):
         model: The network; its parameters with ``requires_grad`` are the ones trained.
         optimizer: Partial optimizer (``_partial_: true`` in config) taking the parameters.
         scheduler: Partial scheduler taking the optimizer and ``total_steps``; may be None.
+        replay: The base's own sentences, whose weighted loss every training step adds
+            (``minituner/training/replay.py``); None: the training data alone.
     """
 
     def __init__(
@@ -28,11 +31,13 @@ class MiniGPTModule(L.LightningModule):
         model: nn.Module,
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
+        replay: ReplaySet | None = None,
     ):
         super().__init__()
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.replay = replay
         self.stage_metrics = nn.ModuleDict(
             {stage: nn.ModuleDict(evaluation_metrics()) for stage in ("val", "test")}
         )
@@ -44,7 +49,12 @@ class MiniGPTModule(L.LightningModule):
         _, loss = self.model(batch["input_ids"], batch["targets"])
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=1)
-        return loss
+        if self.replay is None or self.replay.weight == 0:
+            return loss
+        inputs, targets = self.replay.batch(self.global_step)
+        _, replay_loss = self.model(inputs.to(self.device), targets.to(self.device))
+        self.log("train/replay_loss", replay_loss, batch_size=len(inputs))
+        return loss + self.replay.weight * replay_loss
 
     def _eval_step(self, stage: str, batch: dict) -> None:
         metrics = self.stage_metrics[stage]

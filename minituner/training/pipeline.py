@@ -33,6 +33,7 @@ from minituner.training.checkpoint_plugin import SafeCheckpointIO
 from minituner.training.distributed import rank_digests
 from minituner.training.metrics import relative_drift
 from minituner.training.module import MiniGPTModule
+from minituner.training.replay import ReplaySet, build_replay_set
 from minituner.training.run_hooks import RunContext, RunHooks, is_main_process, notify
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,7 @@ def _run(cfg: DictConfig, callbacks: list, run: RunContext, checkpoint: Path | N
         model,
         optimizer=instantiate(cfg.regime.optimizer),
         scheduler=instantiate(cfg.regime.scheduler) if cfg.regime.get("scheduler") else None,
+        replay=_replay_set(cfg, model, datamodule),  # written by the full-precision base, before quantization
     )
     trainer: L.Trainer = instantiate(
         cfg.trainer,
@@ -209,6 +211,29 @@ def _run(cfg: DictConfig, callbacks: list, run: RunContext, checkpoint: Path | N
         write_json_atomic(run.run_dir / "metrics.json", metrics)
     log.info("metrics: %s", metrics)
     return metrics
+
+
+def _replay_set(cfg: DictConfig, model: MiniGPT, datamodule) -> ReplaySet | None:
+    """The base's own sentences for ``regime.replay`` (None when the regime has none or its weight is 0)."""
+    replay = cfg.regime.get("replay")
+    if not replay or not replay.weight:
+        return None
+    started = time.perf_counter()
+    replay_set = build_replay_set(
+        model,
+        datamodule.replay_prompts(),
+        cfg.model.block_size,
+        sentences=replay.sentences,
+        weight=replay.weight,
+        batch_size=replay.batch_size,
+        temperature=replay.temperature,
+        max_len=replay.max_len,
+        seed=cfg.seed,
+    )
+    examples = replay_set.texts(datamodule.tokenizer)[:3]
+    log.info("self-replay: the base wrote %d sentences in %.1f s, e.g. %s", len(replay_set.inputs),
+             time.perf_counter() - started, examples)  # fmt: skip
+    return replay_set
 
 
 def _overrides() -> list[str]:

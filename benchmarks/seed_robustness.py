@@ -1,0 +1,111 @@
+"""Do the default recipes hold for every seed? LoRA and QLoRA over base seeds x fine-tune seeds.
+
+Each cell is one ``minituner-train [experiment=qlora] base.seed=B seed=S`` launched as a user
+launches it (a missing base is pretrained first, once per base seed). Prints one JSON object:
+every cell's test accuracy, gain over its base and control drift; per recipe the mean, sd, median
+and worst cell, and how many cells meet the phase's bar (drift <= 5%, gain >= 10 points) and the
+accuracy target (>= 95%); and the machine (CPU, kernel ISA, threads), since bases differ between CPUs.
+
+    python benchmarks/seed_robustness.py                       # 3 base seeds x 3 seeds, LoRA + QLoRA
+    python benchmarks/seed_robustness.py --base-seeds 1234 --seeds 1 2 --recipes lora
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from cli_runs import timed_run
+
+from minituner.store.provenance import host_info
+
+RECIPES = {"lora": [], "qlora": ["experiment=qlora"]}
+MAX_DRIFT, MIN_GAIN_POINTS, TARGET_ACC = 0.05, 10.0, 0.95
+
+
+def summary(cells: list[dict]) -> dict:
+    """Mean, sd, median and worst of accuracy and drift over cells, and the cells meeting the bars."""
+    acc = [c["irregular_acc"] for c in cells]
+    drift = [c["regular_ppl_drift"] for c in cells]
+
+    def stats(values: list[float]) -> dict:
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        return {"mean": statistics.fmean(values), "sd": spread, "median": statistics.median(values),
+                "min": min(values), "max": max(values)}  # fmt: skip
+
+    return {
+        "cells": len(cells),
+        "irregular_acc": stats(acc),
+        "regular_ppl_drift": stats(drift),
+        "gain_points": stats([c["gain_points"] for c in cells]),
+        "cells_meeting_bar": sum(c["meets_bar"] for c in cells),
+        "cells_at_target_acc": sum(a >= TARGET_ACC for a in acc),
+        "worst_cell_acc": min(acc),
+        "worst_cell_drift": max(drift),
+    }
+
+
+def run_cell(outputs: Path, recipe: str, base_seed: int, seed: int) -> dict:
+    """One fine-tune; its figures as a cell of the grid."""
+    wall, m = timed_run(outputs, f"seed_robustness/{recipe}_base{base_seed}_seed{seed}",
+                        *RECIPES[recipe], f"base.seed={base_seed}", f"seed={seed}")  # fmt: skip
+    gain = 100 * (m["irregular_acc"] - m["base_irregular_acc"])
+    return {
+        "recipe": recipe,
+        "base_seed": base_seed,
+        "seed": seed,
+        "base_sha256": m["base_sha256"],
+        "base_irregular_acc": m["base_irregular_acc"],
+        "base_regular_ppl": m["base_regular_ppl"],
+        "irregular_acc": m["irregular_acc"],
+        "regular_ppl": m["regular_ppl"],
+        "regular_ppl_drift": m["regular_ppl_drift"],
+        "gain_points": gain,
+        "meets_bar": m["regular_ppl_drift"] <= MAX_DRIFT and gain >= MIN_GAIN_POINTS,
+        "wall_seconds": round(wall, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base-seeds", type=int, nargs="+", default=[1234, 7, 99])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--recipes", nargs="+", choices=sorted(RECIPES), default=["lora", "qlora"])
+    parser.add_argument("--outputs", type=Path, default=Path("outputs"), help="paths.outputs_dir (bases/ reused)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="cells run at once; each gets cores/jobs threads (OMP_NUM_THREADS)")  # fmt: skip
+    parser.add_argument("--json-out", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+    if args.jobs > 1:  # children inherit it; the cells then do not fight over the cores
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
+    # a missing base is built by the first cell that needs it, before that base's other cells start
+    grid = [(r, b, s) for b in args.base_seeds for s in args.seeds for r in args.recipes]
+    first = list({base_seed: (r, base_seed, s) for r, base_seed, s in reversed(grid)}.values())
+    rest = [cell for cell in grid if cell not in first]
+    with ThreadPoolExecutor(args.jobs) as pool:
+
+        def run(cells: list) -> list[dict]:
+            return list(pool.map(lambda c: run_cell(args.outputs, *c), cells))
+
+        cells = run(first) + run(rest)
+    cells.sort(key=lambda c: (c["recipe"], args.base_seeds.index(c["base_seed"]), c["seed"]))
+    result = {
+        "benchmark": "seed_robustness",
+        "bars": {"max_drift": MAX_DRIFT, "min_gain_points": MIN_GAIN_POINTS, "target_acc": TARGET_ACC},
+        "machine": host_info() | {"omp_num_threads": os.environ.get("OMP_NUM_THREADS")},
+        "cells": cells,
+        "summary": {r: summary([c for c in cells if c["recipe"] == r]) for r in args.recipes},
+    }
+    text = json.dumps(result, indent=2)
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
