@@ -21,7 +21,9 @@ HPARAM_KEYS = {
     "lora_targets": "lora.target_modules",
     "lr": "regime.optimizer.lr",
     "weight_decay": "regime.optimizer.weight_decay",
+    "replay_weight": "regime.replay.weight",
     "seed": "seed",
+    "base_seed": "base.seed",
 }
 METRIC_KEYS = ("irregular_acc", "label_acc", "regular_ppl", "regular_ppl_drift", "trainable_params", "train_seconds")
 

@@ -81,6 +81,9 @@ def test_bad_values_are_reported_with_key_value_and_allowed(make_cfg, override, 
         ("lora.dropout=-0.1", r"lora.dropout=-0.1 is not allowed: must be in \[0, 1\)"),
         ("lora.target_modules=[query]", r"lora.target_modules=\['query'\].*matches no module; the linear modules"),
         ("lora.layers_to_transform=[9]", r"layers_to_transform=\[9\]\) matches no module"),
+        ("regime.replay.weight=-1", r"regime.replay.weight=-1 is not allowed: must be a number >= 0 \(0: off\)"),
+        ("regime.replay.temperature=0", r"regime.replay.temperature=0 is not allowed: must be a number > 0"),
+        ("regime.replay.sentences=0", r"regime.replay.sentences=0 is not allowed: must be a positive integer"),
     ],
 )
 def test_bad_lora_values_fail_validation(make_cfg, override, expected):

@@ -138,13 +138,14 @@ def test_bad_config_exits_with_one_clear_error_and_no_artifacts(tmp_path):
     assert not (tmp_path / "bad" / "metrics.json").exists()
 
 
-DRIFT_BAR = 0.10  # control-perplexity drift of the default (Q)LoRA, well below full fine-tuning's ~30%
+DRIFT_BAR = 0.05  # the phase's bar on the control-perplexity drift of the default (Q)LoRA
 
 
 @pytest.mark.slow
 def test_default_preset_meets_the_phase_numbers(tmp_path):
     """The base over-regularises; full fine-tuning fixes the irregular verbs and forgets;
-    the default LoRA fixes them (>= 95%, >= +60 points) and keeps control drift <= 5%."""
+    the default LoRA fixes them (>= 95%, >= +60 points) and keeps control drift <= 5%, for two
+    fine-tune seeds, and so does QLoRA."""
     full = train(compose_config(["regime=full"], tmp_path, run="full"))
     base = read_metrics(tmp_path / "full" / "base_build")
     assert base["irregular_acc"] <= 0.20
@@ -156,11 +157,13 @@ def test_default_preset_meets_the_phase_numbers(tmp_path):
     assert lora["base_sha256"] == full["base_sha256"]  # the cached base, not a rebuild
     assert lora["irregular_acc"] >= 0.95
     assert lora["irregular_acc"] - lora["base_irregular_acc"] >= 0.60
-    # The <= 5% goal is met on the machines the README's figures come from (4.6%); the same code on
-    # another CPU pretrains a slightly different base (float paths differ) where it measured 7.7%.
-    # The test keeps a bar with that margin; benchmarks/compare_regimes.py reports the figure.
+    # Self-replay keeps the drift near 1-2.5% in every cell of benchmarks/seed_robustness.py, so the
+    # phase's own 5% bar holds with margin on every base and CPU measured (README, "Numbers").
     assert lora["regular_ppl_drift"] <= DRIFT_BAR
     assert lora["regular_ppl_drift"] < full["regular_ppl_drift"]
+    other_seed = train(compose_config(["regime=lora", "seed=2"], tmp_path, run="lora_seed2"))
+    assert other_seed["adapter_sha256"] != lora["adapter_sha256"]
+    assert other_seed["irregular_acc"] >= 0.95 and other_seed["regular_ppl_drift"] <= DRIFT_BAR
 
     qlora = train(compose_config(["experiment=qlora"], tmp_path, run="qlora"))
     assert qlora["quant_scheme"] == "nf4_dq"
