@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup main test lint bench clean
+.PHONY: setup main test lint bench bench-seeds clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,12 @@ bench: setup
 	$(BIN)/python benchmarks/quant_throughput.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/memory_scale.py
+
+# The seed statistics behind the README's headline table and the frontier figure (about 35 min
+# on 2 cores): 3 bases x 3 seeds of LoRA and QLoRA, then 7 recipes per base.
+bench-seeds: setup
+	$(BIN)/python benchmarks/seed_robustness.py --jobs 2 --json-out benchmarks/results/seed_robustness.json
+	$(BIN)/python benchmarks/frontier.py --jobs 2 --json-out benchmarks/results/frontier.json
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

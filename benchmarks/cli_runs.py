@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -15,3 +16,18 @@ def timed_run(outputs: Path, name: str, *overrides: str) -> tuple[float, dict]:
     started = time.perf_counter()
     run_app("train", f"hydra.run.dir={run_dir}", f"paths.outputs_dir={outputs}", *overrides, timeout=None, check=True)
     return time.perf_counter() - started, json.loads((run_dir / "metrics.json").read_text())
+
+
+def share_cores(jobs: int) -> None:
+    """Give each of ``jobs`` concurrent runs cores/jobs torch threads (children inherit OMP_NUM_THREADS)."""
+    if jobs > 1:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+
+
+def emit_json(result: dict, json_out: Path | None) -> None:
+    """Print ``result`` as JSON, and write it to ``json_out`` too when given."""
+    text = json.dumps(result, indent=2)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n")
+    print(text)

@@ -16,8 +16,6 @@ dashed. The default recipe was chosen on the validation row only.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from cli_runs import timed_run
+from cli_runs import emit_json, share_cores, timed_run
 from compare_regimes import scalars
 
 FIGURE = Path(__file__).parent / "figures" / "frontier.png"
@@ -70,8 +68,9 @@ def plot(points: list[dict], base_seeds: list[int], path: Path) -> None:
                 xs = [100 * p[f"{split}_drift"] for p in mine]
                 ys = [100 * p[f"{split}_acc"] for p in mine]
                 ax.plot(xs, ys, marker="o", label=family)
-                for p, x, y in zip(mine, xs, ys, strict=True):
-                    ax.annotate(p["label"], (x, y), fontsize=7, xytext=(3, -8), textcoords="offset points")
+                for i, (p, x, y) in enumerate(zip(mine, xs, ys, strict=True)):  # stacked: replay points crowd
+                    ax.annotate(p["label"], (x, y), fontsize=7, xytext=(4, -9 - 8 * i * ("replay" in p["label"])),
+                                textcoords="offset points")  # fmt: skip
             ax.axvline(100 * MAX_DRIFT, linestyle="--", color="red", label="5% drift bar")
             ax.set_title(f"base seed {base_seed}: {'validation' if split == 'val' else 'test'}")
             ax.set_xlabel("control perplexity drift (%)")
@@ -90,17 +89,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at once; each gets cores/jobs threads")
     parser.add_argument("--json-out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
-    if args.jobs > 1:
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
+    share_cores(args.jobs)
     grid = [(f, label, o, b) for b in args.base_seeds for f, runs in FAMILIES.items() for label, o in runs]
     with ThreadPoolExecutor(args.jobs) as pool:
         points = list(pool.map(lambda g: run_point(args.outputs, *g), grid))
     plot(points, args.base_seeds, FIGURE)
-    text = json.dumps({"benchmark": "frontier", "figure": str(FIGURE), "points": points}, indent=2)
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(text + "\n")
-    print(text)
+    emit_json({"benchmark": "frontier", "figure": str(FIGURE), "points": points}, args.json_out)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,12 @@ accuracy target (>= 95%); and the machine (CPU, kernel ISA, threads), since base
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cli_runs import timed_run
+from cli_runs import emit_json, share_cores, timed_run
 
 from minituner.store.provenance import host_info
 
@@ -80,8 +79,7 @@ def main() -> None:
                         help="cells run at once; each gets cores/jobs threads (OMP_NUM_THREADS)")  # fmt: skip
     parser.add_argument("--json-out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
-    if args.jobs > 1:  # children inherit it; the cells then do not fight over the cores
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
+    share_cores(args.jobs)
     # a missing base is built by the first cell that needs it, before that base's other cells start
     grid = [(r, b, s) for b in args.base_seeds for s in args.seeds for r in args.recipes]
     first = list({base_seed: (r, base_seed, s) for r, base_seed, s in reversed(grid)}.values())
@@ -100,11 +98,7 @@ def main() -> None:
         "cells": cells,
         "summary": {r: summary([c for c in cells if c["recipe"] == r]) for r in args.recipes},
     }
-    text = json.dumps(result, indent=2)
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(text + "\n")
-    print(text)
+    emit_json(result, args.json_out)
 
 
 if __name__ == "__main__":

@@ -136,3 +136,22 @@ def groups_markdown(groups: list[SeedGroup]) -> str:
                  _spread(drift, digits=2), f"{100 * drift.max:.2f}%" if drift else "-", goals]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def group_findings(groups: list[SeedGroup], goal_gain_points: float, goal_max_drift: float) -> list[str]:
+    """The findings of a seed sweep, per group: the best mean accuracy, and the goals on the worst seed."""
+    scored = [(label, rows, stats) for label, rows, stats in groups if rows]
+    if not scored:
+        return ["No job has finished yet."]
+    task = "label_acc" if "label_acc" in scored[0][2] else "irregular_acc"
+    label, _, stats = max(scored, key=lambda g: g[2][task].mean)
+    lines = [f"Highest mean task accuracy: {label} ({100 * stats[task].mean:.1f}% over {stats[task].n} seed(s), "
+             f"worst seed {100 * stats[task].min:.1f}%)."]  # fmt: skip
+    goals = f"(gain >= {goal_gain_points:.0f} points, drift <= {goal_max_drift:.0%})"
+    meeting = [(label, rows) for label, rows, _ in scored if worst_seed_meets(rows)]
+    if meeting:
+        cheapest = min(meeting, key=lambda g: g[1][0].get("trainable_params", 0))
+        lines.append(f"Fewest trainable parameters while every seed meets the goals {goals}: {cheapest[0]}.")
+    elif any(worst_seed_meets(rows) is not None for _, rows, _ in scored):
+        lines.append(f"No group meets both goals {goals} on its worst seed.")
+    return lines

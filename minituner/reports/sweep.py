@@ -26,12 +26,12 @@ from minituner.reports.seed_groups import (
     SEED_KEYS,
     SeedGroup,
     Stats,
+    group_findings,
     group_jobs,
     group_stats,
     groups_csv_text,
     groups_markdown,
     seed_keys,
-    worst_seed_meets,
 )
 from minituner.store.artifacts import write_atomic, write_text_atomic
 
@@ -204,7 +204,7 @@ def findings(jobs: list[Job]) -> list[str]:
 
     groups = seed_groups(jobs)
     if groups:
-        return _group_findings(groups) + _unfinished(jobs)
+        return group_findings(groups, GOAL_GAIN_POINTS, GOAL_MAX_DRIFT) + _unfinished(jobs)
     best = max(done, key=lambda j: j.metrics[task_metric(j.metrics)])
     lines = [f"Highest task accuracy: {label(best)} ({_pct(best.metrics[task_metric(best.metrics)])})."]
     meeting = [j for j in done if derived(j.metrics).get("meets_goals")]
@@ -222,25 +222,6 @@ def findings(jobs: list[Job]) -> list[str]:
 def _unfinished(jobs: list[Job]) -> list[str]:
     unfinished = [str(j.num) for j in jobs if j.status != "completed"]
     return [f"Jobs without a result: {', '.join(unfinished)}."] if unfinished else []
-
-
-def _group_findings(groups: list[SeedGroup]) -> list[str]:
-    """The findings of a seed sweep, per group: the best mean, and the goals on the worst seed."""
-    scored = [(label, rows, stats) for label, rows, stats in groups if rows]
-    if not scored:
-        return ["No job has finished yet."]
-    task = task_metric(scored[0][1][0])
-    label, _, stats = max(scored, key=lambda g: g[2][task].mean)
-    lines = [f"Highest mean task accuracy: {label} ({_pct(stats[task].mean)} over {stats[task].n} seed(s), "
-             f"worst seed {_pct(stats[task].min)})."]  # fmt: skip
-    meeting = [(label, rows) for label, rows, _ in scored if worst_seed_meets(rows)]
-    if meeting:
-        cheapest = min(meeting, key=lambda g: g[1][0].get("trainable_params", 0))
-        lines.append(f"Fewest trainable parameters while every seed meets the goals (gain >= {GOAL_GAIN_POINTS:.0f} "
-                     f"points, drift <= {GOAL_MAX_DRIFT:.0%}): {cheapest[0]}.")  # fmt: skip
-    elif any(worst_seed_meets(rows) is not None for _, rows, _ in scored):
-        lines.append("No group meets both goals on its worst seed (gain >= 10 points and drift <= 5%).")
-    return lines
 
 
 def plot_sweep(jobs: list[Job], path: Path) -> None:
