@@ -144,8 +144,8 @@ DRIFT_BAR = 0.05  # the phase's bar on the control-perplexity drift of the defau
 @pytest.mark.slow
 def test_default_preset_meets_the_phase_numbers(tmp_path):
     """The base over-regularises; full fine-tuning fixes the irregular verbs and forgets;
-    the default LoRA fixes them (>= 95%, >= +60 points) and keeps control drift <= 5%, for two
-    fine-tune seeds, and so does QLoRA."""
+    the default LoRA fixes them (>= 95%, >= +60 points) and keeps control drift <= 5%, and so
+    does QLoRA (every base x seed cell: benchmarks/seed_robustness.py)."""
     full = train(compose_config(["regime=full"], tmp_path, run="full"))
     base = read_metrics(tmp_path / "full" / "base_build")
     assert base["irregular_acc"] <= 0.20
@@ -161,9 +161,6 @@ def test_default_preset_meets_the_phase_numbers(tmp_path):
     # phase's own 5% bar holds with margin on every base and CPU measured (README, "Numbers").
     assert lora["regular_ppl_drift"] <= DRIFT_BAR
     assert lora["regular_ppl_drift"] < full["regular_ppl_drift"]
-    other_seed = train(compose_config(["regime=lora", "seed=2"], tmp_path, run="lora_seed2"))
-    assert other_seed["adapter_sha256"] != lora["adapter_sha256"]
-    assert other_seed["irregular_acc"] >= 0.95 and other_seed["regular_ppl_drift"] <= DRIFT_BAR
 
     qlora = train(compose_config(["experiment=qlora"], tmp_path, run="qlora"))
     assert qlora["quant_scheme"] == "nf4_dq"
