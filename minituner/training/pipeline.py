@@ -219,16 +219,12 @@ def _replay_set(cfg: DictConfig, model: MiniGPT, datamodule) -> ReplaySet | None
     if not replay or not replay.weight:
         return None
     started = time.perf_counter()
-    sentences = replay.sentences
-    fast_dev_run = cfg.trainer.get("fast_dev_run")
-    steps = int(fast_dev_run) if fast_dev_run else cfg.trainer.get("max_steps")
-    if isinstance(steps, int) and steps > 0:  # a run bounded by steps never draws more than this
-        sentences = min(sentences, replay.batch_size * steps)
+    # The set never depends on the run's length: the first steps of a short and a long run are the same.
     replay_set = build_replay_set(
         model,
         datamodule.replay_prompts(),
         cfg.model.block_size,
-        sentences=sentences,
+        sentences=replay.sentences,
         weight=replay.weight,
         batch_size=replay.batch_size,
         temperature=replay.temperature,
