@@ -11,12 +11,11 @@ Checkpoints are taken only after an optimizer step, never inside a gradient-accu
 
 from __future__ import annotations
 
-import shutil
-
 import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 
 from minituner.data.resumable_loader import LoaderPosition
+from minituner.store.artifacts import remove_artifact
 from minituner.store.checkpoint_io import CheckpointError, checkpoint_dirs
 from minituner.store.resume import CHECKPOINT_DIR, resumable_config
 from minituner.store.rng_state import rng_states, set_rng_states
@@ -70,7 +69,7 @@ class ResumeCheckpoint(Checkpoint, RunHooks):
         trainer.save_checkpoint(root / f"step-{trainer.global_step:08d}")
         if trainer.is_global_zero:
             for old in checkpoint_dirs(root)[: -self.keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
+                remove_artifact(old, "checkpoint")
 
     def state_dict(self) -> dict:
         position = {"generator_state": self.position.generator_state, "batches_done": self.position.batches_done}

@@ -8,10 +8,12 @@ from pathlib import Path
 
 from minituner.lora.adapter_io import AdapterError
 from minituner.lora.merge import merge_to_checkpoint
+from minituner.store.base_cache import BaseCheckpointError
+from minituner.store.ownership import OwnershipError
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point ``minituner-merge ADAPTER_DIR OUT_DIR [--base BASE_DIR]``."""
+    """Console entry point ``minituner-merge ADAPTER_DIR OUT_DIR [--base BASE_DIR] [--overwrite]`` (2: bad input)."""
     parser = argparse.ArgumentParser(
         prog="minituner-merge", description="Merge a LoRA adapter into its base and save the result."
     )
@@ -21,10 +23,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--allow-base-mismatch", action="store_true", help="merge onto a base the adapter was not trained on"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into OUT_DIR even when it holds other files (they are kept; nothing minituner did not write "
+        "is ever replaced or deleted)",
+    )
     args = parser.parse_args(argv)
     try:
-        digest = merge_to_checkpoint(args.adapter_dir, args.out_dir, args.base, args.allow_base_mismatch)
-    except (AdapterError, FileNotFoundError, ValueError) as error:
+        digest = merge_to_checkpoint(
+            args.adapter_dir, args.out_dir, args.base, args.allow_base_mismatch, args.overwrite
+        )
+    except (AdapterError, BaseCheckpointError, OwnershipError) as error:
         print(f"minituner-merge: error: {error}", file=sys.stderr)
         return 2
     print(f"merged checkpoint written to {args.out_dir} (sha256 {digest})")

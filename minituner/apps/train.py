@@ -8,8 +8,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from minituner.config.errors import ConfigError
 from minituner.config.shipped import CONF_DIR
-from minituner.config.validation import ConfigError
+from minituner.store.run_directory import RunDirectoryBusy
 from minituner.training.pipeline import RunInterrupted, interrupted_exit_code, train
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ def main(cfg: DictConfig) -> None:
     """Console entry point ``minituner-train``: exit 2 for a bad config, 128 + signal when stopped."""
     try:
         metrics = train(cfg)
-    except ConfigError as error:
+    except (ConfigError, RunDirectoryBusy) as error:  # refused before any work
         log.error("%s", error)
         sys.exit(2)
     except RunInterrupted as error:

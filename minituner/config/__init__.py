@@ -7,7 +7,8 @@ __all__, __getattr__ = lazy_exports(
     {
         "shipped": ["CONF_DIR", "load_regime"],
         "nodes": ["model_config", "lora_config"],
-        "validation": ["ConfigError", "validate_config"],
+        "errors": ["ConfigError"],
+        "validation": ["validate_config"],
         "identity": ["without_import_paths"],
     },
 )

@@ -9,26 +9,20 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from minituner.config.destinations import destination_problems
+from minituner.config.errors import ConfigError
+from minituner.config.hardware import trainer_problems
 from minituner.config.nodes import lora_config, model_config
 from minituner.config.schema import unknown_key_problems
 from minituner.config.shipped import CONF_DIR, load_regime
 from minituner.data.datamodules import DATAMODULES
 from minituner.data.instructions import DataFileError, read_records, split_records
 from minituner.lora.inject import select_targets
-from minituner.model.minigpt import MiniGPT
+from minituner.model.minigpt import MiniGPT, MiniGPTConfig
 from minituner.quant.linear import SCHEMES
 from minituner.store.base_cache import base_dir_for
 
 TRAINABLE = ("all", "lora")
-
-
-class ConfigError(ValueError):
-    """A composed config that cannot run; ``problems`` lists every issue found."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"invalid configuration ({len(problems)} problem(s)):\n{lines}")
 
 
 def _positive_int(cfg: DictConfig, key: str, problems: list[str], allow_minus_one: bool = False) -> None:
@@ -41,22 +35,10 @@ def _positive_int(cfg: DictConfig, key: str, problems: list[str], allow_minus_on
 
 
 def model_problems(model: DictConfig) -> list[str]:
-    """Problems with the ``model`` node."""
-    problems: list[str] = []
-    for key in ("vocab_size", "block_size", "n_layer", "n_head", "d_model", "d_ff"):
-        _positive_int(model, key, problems)
-    problems = [f"model.{p}" for p in problems]
-    n_head, d_model = model.get("n_head"), model.get("d_model")
-    if not problems and d_model % n_head != 0:
-        divisors = [h for h in range(1, d_model + 1) if d_model % h == 0]
-        problems.append(
-            f"model.n_head={n_head} does not divide model.d_model={d_model}: "
-            f"allowed n_head values are {divisors}"
-        )
-    dropout = model.get("dropout")
-    if not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-        problems.append(f"model.dropout={dropout!r} is not allowed: must be in [0, 1)")
-    return problems
+    """Problems with the ``model`` node (its ``name`` is a label only)."""
+    fields = OmegaConf.to_container(model, resolve=True)
+    fields.pop("name", None)
+    return MiniGPTConfig.problems(fields, prefix="model.")
 
 
 def regime_problems(regime: DictConfig) -> list[str]:
@@ -181,7 +163,10 @@ def validate_config(cfg: DictConfig) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             problems.append(f"{key}={value!r} is not allowed: must be a non-negative integer")
     _positive_int(cfg, "data.eval_batch_size", problems)
-    if not problems and cfg.regime.needs_base and not cfg.base.build_if_missing:
+    problems += trainer_problems(cfg.trainer)
+    if not problems:  # paths last: they are checked against the config the checks above accepted
+        problems += destination_problems(cfg)
+    if not problems and cfg.regime.needs_base and not cfg.base.build_if_missing and not cfg.base.path:
         base_dir = base_dir_for(cfg)
         if not (base_dir / "config.json").is_file():
             problems.append(

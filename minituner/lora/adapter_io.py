@@ -113,7 +113,7 @@ def save_adapter(
         save_file(adapter_state_dict(model, config.bias), str(staging / WEIGHTS_FILE))
         write_json_atomic(staging / CONFIG_FILE, adapter_config_dict(config, base_name, base_sha256))
 
-    write_directory_atomic(directory, fill)
+    write_directory_atomic(directory, fill, "adapter")
     return sha256_file(directory / WEIGHTS_FILE)
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from torch import nn
 
-from minituner.lora.adapter_io import Adapter, load_adapter, read_adapter
+from minituner.lora.adapter_io import Adapter, AdapterError, load_adapter, read_adapter
 from minituner.lora.layer import lora_layers, merge_adapters
 from minituner.model.minigpt import MiniGPT
 from minituner.store.base_cache import load_base, save_base
+from minituner.store.ownership import OwnershipError, check_writable
 
 DEFAULT_BASE_CACHE = Path("outputs/bases")
 
@@ -48,10 +49,37 @@ def merged_copy(model: nn.Module) -> nn.Module:
     return merged
 
 
+def _inside(path: Path, directory: Path) -> bool:
+    return path.resolve() == directory.resolve() or directory.resolve() in path.resolve().parents
+
+
+def default_base_dir(adapter: Adapter) -> Path:
+    """The cache entry an adapter names (``outputs/bases/<base_model_name_or_path>``).
+
+    Raises:
+        AdapterError: The recorded name is not a plain directory name (so it cannot point outside the cache).
+    """
+    name = adapter.raw_config.get("base_model_name_or_path")
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise AdapterError(
+            f"{adapter.directory / 'adapter_config.json'}: base_model_name_or_path={name!r} is not a base cache "
+            "name: pass the base directory explicitly (--base)"
+        )
+    return DEFAULT_BASE_CACHE / name
+
+
 def merge_to_checkpoint(
-    adapter_dir: Path, out_dir: Path, base_dir: Path | None = None, allow_base_mismatch: bool = False
+    adapter_dir: Path,
+    out_dir: Path,
+    base_dir: Path | None = None,
+    allow_base_mismatch: bool = False,
+    overwrite: bool = False,
 ) -> str:
     """Write a merged base checkpoint (same format as a pretrained base) to ``out_dir``.
+
+    Every argument is checked before any work: ``out_dir`` must be new, empty or an earlier
+    merged model (``overwrite``: also a directory holding other files, which are kept), and
+    not inside the adapter or the base.
 
     Args:
         adapter_dir: The adapter directory (``adapter_config.json`` + safetensors).
@@ -59,23 +87,30 @@ def merge_to_checkpoint(
         base_dir: The base; by default the cache entry the adapter names
             (``outputs/bases/<base_model_name_or_path>``).
         allow_base_mismatch: Merge even if the adapter was trained on another base.
+        overwrite: Write into a directory that holds files minituner did not write, keeping them.
 
     Returns:
         The SHA-256 of the merged weights.
+
+    Raises:
+        OwnershipError: ``out_dir`` holds something minituner may not replace.
+        AdapterError: The adapter is unusable or does not fit the base.
+        BaseCheckpointError: The base is unusable.
     """
+    out_dir, adapter_dir = Path(out_dir), Path(adapter_dir)
+    check_writable(out_dir, "merged", overwrite)
     adapter = read_adapter(adapter_dir)
-    if base_dir is None:
-        base_dir = DEFAULT_BASE_CACHE / str(adapter.raw_config.get("base_model_name_or_path"))
-    model, adapter = apply_adapter(Path(base_dir), Path(adapter_dir), allow_base_mismatch)
+    base_dir = Path(base_dir) if base_dir is not None else default_base_dir(adapter)
+    for source, what in ((adapter_dir, "adapter"), (base_dir, "base")):
+        if _inside(out_dir, source):
+            raise OwnershipError(f"refusing to write the merged model to {out_dir}: it is inside the {what} "
+                                 f"{source}; choose a path outside it")  # fmt: skip
+    model, adapter = apply_adapter(base_dir, adapter_dir, allow_base_mismatch)
     merged = merged_copy(model)
     return save_base(
         merged,
-        Path(out_dir),
-        {
-            "merged_from": {
-                "base": str(base_dir),
-                "adapter": str(adapter_dir),
-                "adapter_sha256": adapter.sha256,
-            }
-        },
+        out_dir,
+        {"merged_from": {"base": str(base_dir), "adapter": str(adapter_dir), "adapter_sha256": adapter.sha256}},
+        kind="merged",
+        overwrite=overwrite,
     )

@@ -53,6 +53,38 @@ class MiniGPTConfig:
         """Plain-dict form, as stored in a base checkpoint's ``config.json``."""
         return asdict(self)
 
+    @classmethod
+    def problems(cls, fields: object, prefix: str = "") -> list[str]:
+        """What keeps ``fields`` (a dict of this class's fields) from making a valid MiniGPT; [] when nothing.
+
+        Args:
+            fields: Field values, e.g. a base's stored ``model`` dict or the ``model`` config node.
+            prefix: Put before each key in the messages (``model.``).
+        """
+        if not isinstance(fields, dict):
+            return [f"{prefix or 'model config'} must be a mapping of {list(cls.__dataclass_fields__)}, "
+                    f"found {type(fields).__name__}"]  # fmt: skip
+        problems = [f"{prefix}{key} is not a MiniGPT field (allowed: {list(cls.__dataclass_fields__)})"
+                    for key in fields if key not in cls.__dataclass_fields__]  # fmt: skip
+        for key in ("vocab_size", "block_size", "n_layer", "n_head", "d_model", "d_ff"):
+            value = fields.get(key, getattr(cls, key))
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                problems.append(f"{prefix}{key}={value!r} is not allowed: must be a positive integer")
+        if not problems and fields.get("vocab_size", cls.vocab_size) < cls.vocab_size:
+            problems.append(f"{prefix}vocab_size={fields['vocab_size']} is not allowed: the byte tokenizer needs "
+                            f"at least {cls.vocab_size} ids")  # fmt: skip
+        n_head, d_model = fields.get("n_head", cls.n_head), fields.get("d_model", cls.d_model)
+        if not problems and d_model % n_head != 0:
+            divisors = [h for h in range(1, d_model + 1) if d_model % h == 0]
+            problems.append(f"{prefix}n_head={n_head} does not divide {prefix}d_model={d_model}: "
+                            f"allowed n_head values are {divisors}")  # fmt: skip
+        dropout = fields.get("dropout", cls.dropout)
+        if not isinstance(dropout, int | float) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+            problems.append(f"{prefix}dropout={dropout!r} is not allowed: must be in [0, 1)")
+        if not isinstance(fields.get("bias", cls.bias), bool):
+            problems.append(f"{prefix}bias={fields['bias']!r} is not allowed: must be true or false")
+        return problems
+
 
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with separate q/k/v/o projections."""

@@ -9,11 +9,24 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from minituner.store.ownership import (
+    KINDS,
+    MARKER_FILE,
+    OwnershipError,
+    artifact_kind,
+    check_writable,
+    marker,
+    owned_files,
+)
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -62,28 +75,48 @@ def current_umask() -> int:
     return mask
 
 
-def write_directory_atomic(directory: Path, fill: Callable[[Path], None]) -> None:
+def write_directory_atomic(directory: Path, fill: Callable[[Path], None], kind: str, overwrite: bool = False) -> None:
     """Produce ``directory`` by calling ``fill(staging_dir)`` and renaming the result into place.
 
-    The files are built in a staging directory beside ``directory``, fsynced, then swapped in
-    (any previous directory is moved aside first and removed last), so a crash or a failed
-    write leaves the previous directory or the new one, never a half-written one.
+    The files are built in a staging directory beside ``directory``, marked as minituner's
+    ``kind`` of artifact (see ``minituner.store.ownership``), given the usual file mode, fsynced,
+    then swapped in (a previous version is moved aside first and removed last), so a crash or a
+    failed write leaves the previous directory or the new one, never a half-written one.
+
+    Args:
+        directory: Destination; an existing one must be minituner's artifact of the same kind.
+        fill: Writes the artifact's files into the staging directory it is given.
+        kind: ``base``, ``model``, ``merged``, ``adapter`` or ``checkpoint``.
+        overwrite: Also write into a directory that holds files minituner did not write; those
+            are kept (the new files are renamed in one by one, each atomically).
+
+    Raises:
+        OwnershipError: Before ``fill`` runs, when ``directory`` is not replaceable (see
+            ``check_writable``); or when, with ``overwrite``, a file of the artifact is in the way.
+        OSError: Naming ``directory`` when a write or rename fails.
     """
     directory = Path(directory)
     with _naming(directory):
-        directory.parent.mkdir(parents=True, exist_ok=True)
         previous = _previous_version(directory)
-        if not directory.exists() and previous.exists():  # an earlier swap was cut between its renames
+        if not directory.exists() and artifact_kind(previous) == kind:  # an earlier swap was cut between renames
             os.rename(previous, directory)
+        check_writable(directory, kind, overwrite)
+        directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         try:
             os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700
             fill(staging)
+            write_json_atomic(staging / MARKER_FILE, marker(kind, [p.name for p in staging.iterdir()]))
             for path in staging.iterdir():
+                os.chmod(path, 0o666 & ~current_umask())  # safetensors writes 0600: one mode for every file
                 with open(path, "rb") as handle:
                     os.fsync(handle.fileno())
-            if directory.exists():
-                shutil.rmtree(previous, ignore_errors=True)
+            if directory.exists() and not _replaceable(directory, kind):
+                _write_into(directory, staging, kind)  # overwrite: keep what minituner did not write
+            elif directory.exists():
+                if previous.exists():  # left by a swap cut before its cleanup
+                    check_writable(previous, kind)
+                    shutil.rmtree(previous)
                 os.rename(directory, previous)
                 os.rename(staging, directory)
                 shutil.rmtree(previous)
@@ -92,6 +125,46 @@ def write_directory_atomic(directory: Path, fill: Callable[[Path], None]) -> Non
             _fsync_directory(directory.parent)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _replaceable(directory: Path, kind: str) -> bool:
+    """Whether ``directory`` is empty or wholly minituner's ``kind`` artifact (so it may be swapped out)."""
+    found, ours = owned_files(directory)
+    names = {p.name for p in directory.iterdir()}
+    return not names or (found == kind and names <= ours)
+
+
+def _write_into(directory: Path, staging: Path, kind: str) -> None:
+    """Rename the staged files into ``directory`` one by one, leaving its other files as they are."""
+    _, ours = owned_files(directory)
+    staged = sorted(p.name for p in staging.iterdir())
+    clashes = [name for name in staged if (directory / name).exists() and name not in ours]
+    if clashes:
+        raise OwnershipError(
+            f"refusing to write {KINDS[kind]} into {directory}: {clashes} would be replaced and minituner did not "
+            "write them; move them or choose another path"
+        )
+    for name in staged:
+        if name != MARKER_FILE:
+            os.replace(staging / name, directory / name)
+    kept = {name for name in ours - {MARKER_FILE} if (directory / name).exists()}
+    write_json_atomic(directory / MARKER_FILE, marker(kind, sorted(kept | set(staged) - {MARKER_FILE})))
+
+
+def remove_artifact(directory: Path, kind: str) -> bool:
+    """Delete ``directory`` when it is wholly minituner's ``kind`` artifact; otherwise leave it, with a warning.
+
+    Returns:
+        Whether it was deleted.
+    """
+    directory = Path(directory)
+    if not directory.exists():
+        return False
+    if not _replaceable(directory, kind):
+        log.warning("not deleting %s: it is not only minituner's %s (%s)", directory, kind, KINDS[kind])
+        return False
+    shutil.rmtree(directory)
+    return True
 
 
 def _previous_version(directory: Path) -> Path:

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
 from minituner.config.identity import without_import_paths
@@ -112,8 +113,16 @@ class LoadedBase:
     metadata: dict
 
 
-def save_base(model: MiniGPT, directory: Path, metadata: dict) -> str:
+def save_base(model: MiniGPT, directory: Path, metadata: dict, kind: str = "base", overwrite: bool = False) -> str:
     """Write a base directory atomically (built beside it, then swapped in as a whole).
+
+    Args:
+        model: The network whose weights are saved.
+        directory: Destination (see ``write_directory_atomic``: only minituner's own ``kind``
+            of directory is replaced).
+        metadata: Extra fields of ``config.json``.
+        kind: ``base`` (pretrained), ``model`` (fine-tuned) or ``merged``: the same format.
+        overwrite: Write into a directory holding other files, keeping them.
 
     Returns:
         The SHA-256 of the weights file.
@@ -129,9 +138,56 @@ def save_base(model: MiniGPT, directory: Path, metadata: dict) -> str:
             {"model": model.config.to_dict(), "weights_sha256": digests[0], **metadata},
         )
 
-    write_directory_atomic(Path(directory), fill)
+    write_directory_atomic(Path(directory), fill, kind, overwrite)
     (digest,) = digests
     return digest
+
+
+class BaseCheckpointError(ValueError):
+    """A base (or fine-tuned / merged model) directory that cannot be used; the message names the file and why."""
+
+
+def _read_json_object(path: Path) -> dict:
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BaseCheckpointError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(content, dict):
+        raise BaseCheckpointError(f"{path} must hold a JSON object, found {type(content).__name__}")
+    return content
+
+
+def _stored_config(directory: Path, metadata: dict) -> MiniGPTConfig:
+    problems = MiniGPTConfig.problems(metadata.get("model"), prefix="model.")
+    if problems:
+        raise BaseCheckpointError(f"{directory / CONFIG_FILE} is not a valid base config: " + "; ".join(problems))
+    return MiniGPTConfig(**metadata["model"])
+
+
+# The LM head is the token embedding (one tensor): a weights file holds it under one of the two names.
+_TIED_WEIGHTS = {"tok_emb.weight", "lm_head.weight"}
+
+
+def _check_weight_shapes(directory: Path, config: MiniGPTConfig) -> None:
+    """Compare the weights file's header with the model's tensors before any memory is allocated for them."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in MiniGPT(config).state_dict().items()}
+    try:
+        with safe_open(str(directory / WEIGHTS_FILE), framework="pt") as handle:
+            stored = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as error:
+        raise BaseCheckpointError(f"{directory / WEIGHTS_FILE} is not a valid weights file: {error}") from error
+    missing = expected.keys() - stored.keys()
+    if len(missing & _TIED_WEIGHTS) == 1:  # the tied tensor under its other name
+        missing -= _TIED_WEIGHTS
+    unexpected = stored.keys() - expected.keys()
+    wrong = [f"{k}: {stored[k]} vs {expected[k]}" for k in sorted(stored.keys() & expected.keys())
+             if stored[k] != expected[k]]  # fmt: skip
+    if missing or unexpected or wrong:
+        raise BaseCheckpointError(
+            f"{directory / WEIGHTS_FILE} does not fit the model in {CONFIG_FILE}: missing {sorted(missing) or 'none'}; "
+            f"unexpected {sorted(unexpected) or 'none'}; wrong shapes (file vs model) {wrong or 'none'}"
+        )
 
 
 def load_base(directory: Path, expected: MiniGPTConfig | None = None) -> LoadedBase:
@@ -142,36 +198,43 @@ def load_base(directory: Path, expected: MiniGPTConfig | None = None) -> LoadedB
         expected: When given, the stored model config must equal it.
 
     Raises:
-        FileNotFoundError: A file of the base is missing (named).
-        ValueError: Unreadable config, a shape mismatch (each differing key listed) or a
-            weights hash that does not match the one recorded.
+        BaseCheckpointError: A missing file (named), an unreadable config, a shape mismatch
+            (each differing key listed), a weights file that does not match the hash recorded
+            or the model's tensors.
     """
     directory = readable_directory(directory)
+    if not directory.is_dir():
+        raise BaseCheckpointError(f"base checkpoint {directory} does not exist or is not a directory")
     for name in (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE):
         if not (directory / name).is_file():
-            raise FileNotFoundError(f"base checkpoint {directory} has no {name}")
-    try:
-        metadata = json.loads((directory / CONFIG_FILE).read_text())
-        stored = MiniGPTConfig(**metadata["model"])
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{directory / CONFIG_FILE} is not a valid base config: {error}") from error
+            raise BaseCheckpointError(f"base checkpoint {directory} has no {name}")
+    metadata = _read_json_object(directory / CONFIG_FILE)
+    stored = _stored_config(directory, metadata)
     if expected is not None and stored != expected:
         diffs = [
             f"model.{k}: base has {v!r}, config asks {expected.to_dict()[k]!r}"
             for k, v in stored.to_dict().items()
             if expected.to_dict()[k] != v
         ]
-        raise ValueError(f"base {directory} does not match the model config: " + "; ".join(diffs))
+        raise BaseCheckpointError(f"base {directory} does not match the model config: " + "; ".join(diffs))
     digest = sha256_file(directory / WEIGHTS_FILE)
     if digest != metadata.get("weights_sha256"):
-        raise ValueError(
+        raise BaseCheckpointError(
             f"{directory / WEIGHTS_FILE} has SHA-256 {digest}, but {CONFIG_FILE} records "
-            f"{metadata.get('weights_sha256')}: the file is corrupt or was replaced"
+            f"{metadata.get('weights_sha256')!r}: the file is corrupt or was replaced"
         )
-    ByteTokenizer.load(directory / TOKENIZER_FILE)
+    try:
+        ByteTokenizer.load(directory / TOKENIZER_FILE)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise BaseCheckpointError(
+            f"{directory / TOKENIZER_FILE} is not a byte tokenizer definition: {error}"
+        ) from error
+    _check_weight_shapes(directory, stored)
     model = MiniGPT(stored)
     try:  # safetensors only: a tensor file cannot run code the way a pickle can
         load_model(model, str(directory / WEIGHTS_FILE), strict=True)
-    except (SafetensorError, RuntimeError) as error:
-        raise ValueError(f"{directory / WEIGHTS_FILE} is not a valid weights file for this model: {error}") from error
+    except (SafetensorError, RuntimeError, ValueError) as error:
+        raise BaseCheckpointError(
+            f"{directory / WEIGHTS_FILE} is not a valid weights file for this model: {error}"
+        ) from error
     return LoadedBase(model, directory, digest, metadata)

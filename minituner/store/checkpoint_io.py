@@ -85,7 +85,7 @@ def save_checkpoint_dir(checkpoint: dict, directory: Path) -> None:
         state = {"format": FORMAT, "tensors_sha256": sha256_file(staging / TENSORS_FILE), "checkpoint": tree}
         write_text_atomic(staging / STATE_FILE, json.dumps(state, allow_nan=True))
 
-    write_directory_atomic(directory, fill)
+    write_directory_atomic(directory, fill, "checkpoint")
 
 
 def read_state(directory: Path) -> dict:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from minituner.config.errors import ConfigError
 from minituner.config.identity import without_import_paths
-from minituner.config.validation import ConfigError
 from minituner.store.checkpoint_io import CheckpointError, newest_valid_checkpoint, read_state
 
 log = logging.getLogger(__name__)

@@ -15,13 +15,13 @@ def base_build_config(cfg: DictConfig) -> DictConfig:
     """The ``regime=pretrain`` run that makes the base ``cfg`` fine-tunes.
 
     Same model, data and trainer settings; the shipped recipe (``base.recipe``) as its regime and
-    ``base.seed`` as its seed; it runs in ``<run dir>/base_build``.
+    ``base.seed`` as its seed; it runs in ``<run dir>/base_build`` and writes the base where the
+    fine-tune looks for it (``base.path`` when set, else the cache).
     """
     build_cfg = copy.deepcopy(cfg)
     with open_dict(build_cfg):
         build_cfg.regime = pretrain_recipe(cfg)
         build_cfg.seed = cfg.base.seed
-        build_cfg.base.path = None
         build_cfg.quant.scheme = "none"  # a base is trained in full precision; QLoRA quantizes it after
         # in one process: under DDP, rank 0 builds it before the other ranks are launched
         build_cfg.trainer.devices, build_cfg.trainer.strategy = 1, "auto"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 from lightning.fabric.plugins import CheckpointIO
 
+from minituner.store.artifacts import remove_artifact
 from minituner.store.checkpoint_io import load_checkpoint_dir, save_checkpoint_dir
 
 
@@ -21,4 +21,5 @@ class SafeCheckpointIO(CheckpointIO):
         return load_checkpoint_dir(Path(path))
 
     def remove_checkpoint(self, path) -> None:
-        shutil.rmtree(path, ignore_errors=True)
+        """Delete an old checkpoint (``save_top_k``), but only one minituner wrote (anything else stays)."""
+        remove_artifact(Path(path), "checkpoint")

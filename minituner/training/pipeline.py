@@ -6,6 +6,7 @@ quantize the frozen base, inject LoRA, fit, test, and write what the regime prod
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
@@ -28,6 +29,7 @@ from minituner.quant.storage import quantized_rows, quantized_storage
 from minituner.store.artifacts import weights_bytes, write_json_atomic
 from minituner.store.base_cache import LoadedBase, base_dir_for, base_key, base_seed, ensure_base, load_base, save_base
 from minituner.store.resume import plan_resume
+from minituner.store.run_directory import run_lock
 from minituner.training.base_build import base_build_config
 from minituner.training.checkpoint_plugin import SafeCheckpointIO
 from minituner.training.distributed import rank_digests
@@ -108,7 +110,7 @@ def save_trained(cfg: DictConfig, model: MiniGPT, base: LoadedBase | None, metri
             "adapter_bytes": weights_bytes(directory),
         }
     directory = run_dir / "model"
-    digest = save_base(model, directory, {"finetuned_from": base.weights_sha256})
+    digest = save_base(model, directory, {"finetuned_from": base.weights_sha256}, kind="model")
     return saved | {"model_dir": str(directory), "model_sha256": digest, "model_bytes": weights_bytes(directory)}
 
 
@@ -120,24 +122,31 @@ def train(cfg: DictConfig) -> dict:
 
     Returns:
         The metrics written to ``<run dir>/metrics.json``.
+
+    Raises:
+        ConfigError: ``cfg`` is invalid (every problem listed), before anything is written.
+        RunDirectoryBusy: Another live process holds the run directory.
     """
     validate_config(cfg)
-    checkpoint = None
-    if cfg.get("resume"):
-        plan = plan_resume(cfg)
-        if plan.finished_metrics is not None:
-            return plan.finished_metrics
-        checkpoint = plan.checkpoint
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
-    _warn_if_unprotected(callbacks)
-    run = RunContext(cfg=cfg, run_dir=Path(cfg.paths.output_dir), overrides=_overrides())
-    try:
-        metrics = _run(cfg, callbacks, run, checkpoint)
-    except BaseException as error:
-        notify(callbacks, "on_run_failed", run, error)
-        raise
-    notify(callbacks, "on_run_end", run, metrics)
-    return metrics
+    run_dir = Path(cfg.paths.output_dir)
+    # One process per run directory (DDP's other ranks are the same run: rank 0 holds it for them).
+    with run_lock(run_dir) if is_main_process() else contextlib.nullcontext():
+        checkpoint = None
+        if cfg.get("resume"):
+            plan = plan_resume(cfg)
+            if plan.finished_metrics is not None:
+                return plan.finished_metrics
+            checkpoint = plan.checkpoint
+        callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
+        _warn_if_unprotected(callbacks)
+        run = RunContext(cfg=cfg, run_dir=run_dir, overrides=_overrides())
+        try:
+            metrics = _run(cfg, callbacks, run, checkpoint)
+        except BaseException as error:
+            notify(callbacks, "on_run_failed", run, error)
+            raise
+        notify(callbacks, "on_run_end", run, metrics)
+        return metrics
 
 
 def _warn_if_unprotected(callbacks: list) -> None:

@@ -1,0 +1,52 @@
+"""A Hydra callback that checks the run (or sweep) directory before Hydra writes anything into it.
+
+Hydra creates the run directory, its ``.hydra/`` and ``train.log`` before the app's code runs,
+so the checks that protect a user's directory must run earlier, in ``on_run_start``: a new run
+goes only into a new or empty directory or a run of the same config, ``resume=`` must name a
+run directory, and a directory another live process holds is refused with the holder named.
+Each refusal prints its reason and exits 2 with nothing written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from minituner.config.destinations import run_dir_problems
+from minituner.config.errors import ConfigError
+from minituner.store.run_directory import busy_message, lock_holder
+
+SWEEP_MARKER = "multirun.yaml"  # Hydra writes it into every sweep directory
+
+
+def _refuse(problems: list[str]) -> None:
+    print(f"Error: {ConfigError(problems)}", file=sys.stderr)
+    sys.exit(2)
+
+
+class RunDirectoryGuard(Callback):
+    """Refuse a run directory that is not the run's to use (see the module docstring)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP rank relaunched into rank 0's run directory
+            return
+        run_dir = Path(str(config.hydra.run.dir))
+        problems = run_dir_problems(config, run_dir)
+        holder = lock_holder(run_dir)
+        if holder is not None:
+            problems.append(busy_message(run_dir, holder))
+        if problems:
+            _refuse(problems)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not sweep_dir.is_dir() or (sweep_dir / SWEEP_MARKER).is_file() or not any(sweep_dir.iterdir()):
+            return
+        names = sorted(p.name for p in sweep_dir.iterdir())
+        _refuse([f"the sweep directory {sweep_dir} (hydra.sweep.dir) is not empty and is not a Hydra sweep (it "
+                 f"holds {', '.join(names[:5])}): choose another hydra.sweep.dir"])  # fmt: skip

@@ -1,0 +1,94 @@
+"""Checks of the paths a run reads its base from and writes to, before any work.
+
+``base.path`` must be a base (or, for a base to be built there, a place minituner may write
+one); the directories a run writes as a whole (the base it pretrains, its ``adapter/`` or
+``model/``) must be new, empty or minituner's own of that kind; a new run's directory must be
+new, empty or a run of the same config, and ``resume=`` must name a run directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from minituner.store.artifacts import readable_directory
+from minituner.store.base_cache import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, base_dir_for, trains_base
+from minituner.store.ownership import OwnershipError, artifact_kind, check_writable
+from minituner.store.resume import RUN_MARKERS
+from minituner.store.run_directory import run_directory_problems
+
+BASE_FILES = (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE)
+
+
+def writable_problems(directory: Path, kind: str, key: str) -> list[str]:
+    """Why a ``kind`` artifact may not be written at ``directory`` (``key`` names the setting that chose it)."""
+    try:
+        check_writable(directory, kind)
+    except OwnershipError as error:
+        return [f"{key}: {error}"]
+    existing = next(p for p in (directory, *directory.parents) if p.exists())
+    if not os.access(existing, os.W_OK):
+        return [f"{key}: cannot write {directory}: {existing} is not writable"]
+    return []
+
+
+def base_path_problems(cfg: DictConfig) -> list[str]:
+    """``base.path``: where a pretraining run writes its base, or the base a fine-tune starts from."""
+    path = OmegaConf.select(cfg, "base.path")
+    if not path:
+        return []
+    directory = Path(str(path))
+    if trains_base(cfg):
+        return writable_problems(directory, "base", f"base.path={path!r}")
+    source = readable_directory(directory)
+    if not source.exists():
+        if not cfg.base.build_if_missing:
+            return [f"base.path={path!r} does not exist and base.build_if_missing=false: give a base directory, "
+                    "or allow base.build_if_missing=true to pretrain the base there"]  # fmt: skip
+        return writable_problems(directory, "base", f"base.path={path!r} (missing: the base would be built there)")
+    if not source.is_dir():
+        return [f"base.path={path!r} is a file, not a base directory"]
+    missing = [name for name in BASE_FILES if not (source / name).is_file()]
+    if not missing:
+        return []
+    kind = artifact_kind(source)
+    found = f"minituner's {kind}" if kind else ", ".join(sorted(p.name for p in source.iterdir())[:5]) or "nothing"
+    hint = " (an adapter goes on its base with regime=lora, or into it by minituner-merge)" * (kind == "adapter")
+    return [f"base.path={path!r} is not a base directory: it has no {', '.join(missing)} (found: {found}){hint}; "
+            "give a directory written by `minituner-train regime=pretrain`, a full fine-tune's model/ or "
+            "minituner-merge"]  # fmt: skip
+
+
+def output_dir(cfg: DictConfig) -> Path | None:
+    """The run directory (``paths.output_dir``), None when it cannot be resolved (composed outside Hydra)."""
+    try:
+        value = OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=True)
+    except OmegaConfBaseException:
+        return None
+    return Path(str(value)) if value else None
+
+
+def run_dir_problems(cfg: DictConfig, run_dir: Path) -> list[str]:
+    """``resume=`` must name a run directory; a new run's directory must be new, empty or a run of this config."""
+    if cfg.get("resume"):
+        if not any((run_dir / marker).is_file() for marker in RUN_MARKERS):
+            return [f"resume={cfg.resume!r}: {run_dir} is not a run directory (no {' or '.join(RUN_MARKERS)})"]
+        return []
+    return run_directory_problems(run_dir, cfg)
+
+
+def destination_problems(cfg: DictConfig) -> list[str]:
+    """Every path problem of ``cfg``: its base, what it writes, its run directory."""
+    problems = base_path_problems(cfg)
+    if trains_base(cfg) and not OmegaConf.select(cfg, "base.path"):
+        problems += writable_problems(base_dir_for(cfg), "base", "paths.base_cache_dir")
+    run_dir = output_dir(cfg)
+    if run_dir is None:
+        return problems
+    if not trains_base(cfg):
+        kind, name = ("adapter", "adapter") if cfg.regime.get("trainable") == "lora" else ("model", "model")
+        problems += writable_problems(run_dir / name, kind, "paths.output_dir")
+    return problems + run_dir_problems(cfg, run_dir)
