@@ -59,7 +59,7 @@ def seed_tiny_base(parallel_finetunes: Path) -> Callable[[Path], Path]:
 
     def seed(outputs_dir: Path) -> Path:
         cache = parallel_finetunes / "outputs" / "bases"
-        shutil.copytree(cache, outputs_dir / "bases", ignore=shutil.ignore_patterns(".*"))  # not the lock
+        shutil.copytree(cache, outputs_dir / "bases", ignore=shutil.ignore_patterns(".*.lock"))  # not the lock
         return outputs_dir / "bases"
 
     return seed

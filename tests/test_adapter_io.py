@@ -17,7 +17,9 @@ from minituner.store.base_cache import load_base, save_base
 
 def test_files_and_keys_follow_peft(tmp_path):
     _, directory = trained_adapter(tmp_path)
-    assert sorted(p.name for p in directory.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    # PEFT's two files, plus the marker that makes the directory recognisable as minituner's adapter
+    assert sorted(p.name for p in directory.iterdir()) == [".minituner-artifact.json", "adapter_config.json",
+                                                            "adapter_model.safetensors"]  # fmt: skip
     raw = json.loads((directory / "adapter_config.json").read_text())
     assert raw["peft_type"] == "LORA" and raw["r"] == 8 and raw["lora_alpha"] == 16
     assert raw["target_modules"] == ["q_proj", "v_proj"] and raw["bias"] == "none"

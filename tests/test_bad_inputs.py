@@ -22,9 +22,11 @@ from minituner.config.validation import ConfigError, validate_config
 from minituner.data.instructions import DataFileError, read_records
 from minituner.lora.adapter_io import AdapterError, load_adapter, save_adapter
 from minituner.lora.inject import LoRAConfig, inject_lora
+from minituner.lora.merge import merge_to_checkpoint
 from minituner.model.minigpt import MiniGPT, MiniGPTConfig
-from minituner.store.base_cache import load_base, save_base
+from minituner.store.base_cache import BaseCheckpointError, load_base, save_base
 from minituner.store.checkpoint_io import CheckpointError, load_checkpoint_dir, save_checkpoint_dir
+from minituner.store.ownership import OwnershipError
 from minituner.training.module import MiniGPTModule
 
 TINY = MiniGPTConfig(n_layer=1, n_head=2, d_model=16, d_ff=32)
@@ -94,11 +96,19 @@ def snapshot(directory: Path) -> dict[str, str]:
             for p in sorted(directory.rglob("*")) if p.is_file()}  # fmt: skip
 
 
-def config_case(*overrides: str) -> Callable[[Workspace], object]:
+def config_case(*overrides: str | Callable[[Workspace], str]) -> Callable[[Workspace], object]:
+    """Compose and validate; an override may be a function of the workspace (paths of its artifacts)."""
+
     def run(ws: Workspace):
-        validate_config(compose_config(list(overrides), ws.root / "cfg"))
+        resolved = [o(ws) if callable(o) else o for o in overrides]
+        validate_config(compose_config(resolved, ws.root / "cfg"))
 
     return run
+
+
+def merge_case(adapter: Callable[[Workspace], Path], out: Callable[[Workspace], Path],
+               base: Callable[[Workspace], Path]) -> Callable[[Workspace], object]:  # fmt: skip
+    return lambda ws: merge_to_checkpoint(adapter(ws), out(ws), base(ws))
 
 
 def adapter_case(breaker: Callable[[Workspace, Path], None], model=None, **kwargs) -> Callable[[Workspace], object]:
@@ -231,6 +241,48 @@ CASES = [
      r"did you mean trainer.accumulate_grad_batches\?"),
     ("config: several at once", config_case("regime.batch_size=0", "lora.r=0", "seed=-1"), ConfigError,
      r"invalid configuration \(3 problem\(s\)\)"),
+    # hardware the trainer asks for (checked against this machine, before Lightning sees it)
+    *([("config: GPU without CUDA", config_case("trainer=gpu"), ConfigError,
+        r"trainer.accelerator='gpu' needs a CUDA GPU and torch sees none")] if not torch.cuda.is_available() else []),
+    ("config: fp16 mixed precision on the CPU", config_case("trainer.precision=16-mixed"), ConfigError,
+     r"trainer.precision='16-mixed' \(fp16 mixed precision\) is not supported on the CPU"),
+    ("config: unknown precision", config_case("trainer.precision=fp8"), ConfigError,
+     r"trainer.precision='fp8' is not allowed: must be one of \['64-true'"),
+    ("config: zero devices", config_case("trainer.devices=0"), ConfigError, r"trainer.devices=0 is not allowed"),
+    ("config: unknown accelerator", config_case("trainer.accelerator=tpu"), ConfigError,
+     r"trainer.accelerator='tpu' is not allowed"),
+    # paths: the base a run reads, the directories it writes (the workspace's good artifacts stand in for the user's)
+    ("config: base.path at a directory that is not a base", config_case(lambda ws: f"base.path={ws.root / 'keep/run'}"),
+     ConfigError, r"base.path='.*keep/run' is not a base directory: it has no model.safetensors, config.json, "
+     r"tokenizer.json \(found: metrics.json\)"),
+    ("config: base.path at an adapter", config_case(lambda ws: f"base.path={ws.adapter}"), ConfigError,
+     r"is not a base directory: .*\(found: minituner's adapter\) \(an adapter goes on its base with regime=lora"),
+    ("config: base.path missing, no build", config_case(lambda ws: f"base.path={ws.root / 'nowhere'}",
+     "base.build_if_missing=false"), ConfigError, r"base.path='.*nowhere' does not exist and base.build_if_missing"),
+    ("config: base.path below a file", config_case(lambda ws: f"base.path={ws.root / 'keep/run/metrics.json/base'}"),
+     ConfigError, r"the base would be built there\): cannot write a pretrained base to .*metrics.json is a file"),
+    ("config: pretraining over a directory that is not a base", config_case("regime=pretrain",
+     lambda ws: f"base.path={ws.root / 'keep/run'}"), ConfigError,
+     r"refusing to write a pretrained base to .*keep/run: it is not minituner's \(it holds metrics.json\)"),
+    ("config: pretraining over an adapter", config_case("regime=pretrain", lambda ws: f"base.path={ws.adapter}"),
+     ConfigError, r"it is minituner's adapter .*only its own base directories"),
+    ("config: run directory that holds other files", config_case(lambda ws: f"paths.output_dir={ws.root / 'keep/run'}"),
+     ConfigError, r"the run directory .*keep/run \(hydra.run.dir\) is not empty and is not a minituner run \(it holds "
+     r"metrics.json\)"),
+    ("config: resume a directory that is not a run", config_case(lambda ws: f"resume={ws.adapter}",
+     lambda ws: f"paths.output_dir={ws.adapter}"), ConfigError, r"resume='.*adapter': .* is not a run directory"),
+    # minituner-merge's arguments (checked before any work)
+    ("merge: into a directory that is not minituner's",
+     merge_case(lambda ws: ws.adapter, lambda ws: ws.root / "keep/run", lambda ws: ws.base), OwnershipError,
+     r"refusing to write a merged model to .*keep/run: it is not minituner's"),
+    ("merge: over the base", merge_case(lambda ws: ws.adapter, lambda ws: ws.base, lambda ws: ws.base), OwnershipError,
+     r"it is minituner's base \(a pretrained base\), and minituner replaces only its own merged directories"),
+    ("merge: inside the adapter", merge_case(lambda ws: ws.adapter, lambda ws: ws.adapter / "merged",
+     lambda ws: ws.base), OwnershipError, r"it is inside the adapter"),
+    ("merge: not an adapter", merge_case(lambda ws: ws.base, lambda ws: ws.root / "out", lambda ws: ws.base),
+     AdapterError, r"adapter .*base has no adapter_config.json"),
+    ("merge: --base not a base", merge_case(lambda ws: ws.adapter, lambda ws: ws.root / "out", lambda ws: ws.adapter),
+     BaseCheckpointError, r"base checkpoint .*adapter has no model.safetensors"),
     # adapter directories
     ("adapter: no config", adapter_case(remove("adapter_config.json")), AdapterError, r"has no adapter_config.json"),
     ("adapter: no weights", adapter_case(remove("adapter_model.safetensors")), AdapterError,
@@ -260,11 +312,11 @@ CASES = [
      d_model=16, d_ff=32)), ValueError, r"does not match the model config: model.n_layer: base has 1, config asks 2"),
     ("base: replaced weights", base_case(write("model.safetensors", lambda ws, b: b[:-4] + b"\0\0\0\0")),
      ValueError, r"model.safetensors has SHA-256 [0-9a-f]{64}, but config.json records"),
-    ("base: missing weights", base_case(remove("model.safetensors")), FileNotFoundError, r"has no model.safetensors"),
+    ("base: missing weights", base_case(remove("model.safetensors")), BaseCheckpointError, r"has no model.safetensors"),
     ("base: config not JSON", base_case(write("config.json", lambda ws, b: b"{")), ValueError,
-     r"config.json is not a valid base config"),
+     r"config.json is not valid JSON"),
     ("base: pickle payload", base_case(pickled_base), ValueError,
-     r"model.safetensors is not a valid weights file for this model"),
+     r"model.safetensors is not a valid weights file: Error while deserializing header"),
     # training checkpoints (resume)
     ("checkpoint: torn tensors", checkpoint_case(write("tensors.safetensors", lambda ws, b: b[: len(b) // 2])),
      CheckpointError, r"tensors.safetensors does not match the SHA-256 recorded in state.json"),

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from minituner.model.minigpt import MiniGPT, MiniGPTConfig
-from minituner.store.base_cache import base_dir_for, base_key, load_base, save_base
+from minituner.store.base_cache import BaseCheckpointError, base_dir_for, base_key, load_base, save_base
 
 TINY = MiniGPTConfig(n_layer=1, n_head=2, d_model=16, d_ff=32)
 
@@ -37,7 +37,7 @@ def test_load_detects_replaced_weights_and_missing_files(tmp_path):
     with pytest.raises(ValueError, match="model.safetensors has SHA-256 .* corrupt or was replaced"):
         load_base(tmp_path / "base")
     (tmp_path / "base" / "tokenizer.json").unlink()
-    with pytest.raises(FileNotFoundError, match="has no tokenizer.json"):
+    with pytest.raises(BaseCheckpointError, match="has no tokenizer.json"):
         load_base(tmp_path / "base")
 
 

@@ -37,7 +37,8 @@ def test_nested_values_round_trip_exactly(tmp_path):
     assert math.isnan(loaded["loops"].pop("nan")) and loaded["loops"] == {"epoch": 2, "none": None, "flag": True,
                                                                            "name": "x"}  # fmt: skip
     assert loaded["python_rng"] == random.getstate()
-    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"state.json", "tensors.safetensors"}
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"state.json", "tensors.safetensors",
+                                                                 ".minituner-artifact.json"}
 
 
 def test_objects_that_would_need_pickle_are_refused_naming_the_key(tmp_path):

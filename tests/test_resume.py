@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import pytest
 from helpers import compose_config, save_tiny_base
 
 from minituner.apps.runner import run_app
+from minituner.store.run_directory import LOCK_FILE
 from minituner.training.pipeline import train as run_train_here
 
 HERE = Path(__file__).parent
@@ -61,7 +65,8 @@ def metrics(run_dir: Path) -> dict:
 
 def snapshot(directory: Path) -> dict[str, str]:
     return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != "train.log"}  # fmt: skip
+            for p in sorted(directory.rglob("*"))
+            if p.is_file() and p.name not in ("train.log", LOCK_FILE)}  # fmt: skip (Hydra's log, the lock's holder)
 
 
 def steps(run_dir: Path) -> list[str]:
@@ -190,3 +195,30 @@ def test_resuming_a_directory_that_is_not_a_run_is_an_error(tmp_path, base):
     resumed = train(tmp_path, base, f"resume={tmp_path}/nowhere")
     assert resumed.returncode == 2
     assert f"resume='{tmp_path}/nowhere'" in output(resumed) and "is not a run directory" in output(resumed)
+
+
+def _stopped(pid: int) -> bool:
+    """Whether the process is stopped (SIGSTOP): state ``T`` in ``/proc/<pid>/stat``."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "T"
+
+
+def test_two_resumptions_of_one_run_one_runs_and_the_other_is_refused_naming_it(tmp_path, base, reference, killed_run):
+    run_dir = killed_run(13, tmp_path / "run")
+    args = [f"paths.outputs_dir={tmp_path}/outputs", f"base.path={base}", *RUN, f"resume={run_dir}", EVERY_3]
+    # The first pauses itself (SIGSTOP) inside a training step, holding the run directory's lock.
+    first = subprocess.Popen([sys.executable, str(HERE / "crash_at_batch.py"), "20:SIGSTOP", *args],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not _stopped(first.pid):
+            assert first.poll() is None and time.monotonic() < deadline, "the first resumption never paused"
+            time.sleep(0.2)
+        second = run_app("train", *args, timeout=120)
+        assert second.returncode == 2, output(second)
+        assert f"{run_dir} is in use by another minituner process: pid {first.pid} on " in output(second)
+        assert "resuming from" not in output(second)  # refused before any work
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr[-3000:]
+    assert metrics(run_dir) == metrics(reference)  # the survivor ends bit-identical to an uninterrupted run

@@ -11,14 +11,17 @@ from helpers import QUICK, cached_bases, compose_config, read_metrics, run_train
 
 from minituner.training.pipeline import train
 
+MARKER = ".minituner-artifact.json"  # in every directory minituner writes as a whole: its kind and files
 RUN_FILES = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log", "metrics.json"}
 RUN_FILES |= {"memory.json", "manifest.json"}  # written by the default callbacks
-CHECKPOINT_FILES = {"checkpoints/step-N/state.json", "checkpoints/step-N/tensors.safetensors"}  # for resume
-BUILD_FILES = {f"base_build/{f}" for f in ("metrics.json", "memory.json", "manifest.json", *CHECKPOINT_FILES)}
+RUN_FILES |= {".minituner-run.lock"}  # one process per run directory
+CHECKPOINT_FILES = {f"checkpoints/step-N/{f}" for f in ("state.json", "tensors.safetensors", MARKER)}  # for resume
+BUILD_FILES = {f"base_build/{f}" for f in ("metrics.json", "memory.json", "manifest.json", ".minituner-run.lock",
+                                           *CHECKPOINT_FILES)}  # fmt: skip
 TB_FILES = {"tensorboard/events", "tensorboard/hparams.yaml"}
-BASE_FILES = {"config.json", "model.safetensors", "tokenizer.json"}
+BASE_FILES = {"config.json", "model.safetensors", "tokenizer.json", MARKER}
 MODEL_FILES = {f"model/{f}" for f in BASE_FILES}  # regime=full saves the fine-tuned model
-ADAPTER_FILES = {"adapter/adapter_config.json", "adapter/adapter_model.safetensors"}
+ADAPTER_FILES = {f"adapter/{f}" for f in ("adapter_config.json", "adapter_model.safetensors", MARKER)}
 
 
 def artifact_set(directory: Path) -> set[str]:

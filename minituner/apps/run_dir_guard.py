@@ -4,21 +4,24 @@ Hydra creates the run directory, its ``.hydra/`` and ``train.log`` before the ap
 so the checks that protect a user's directory must run earlier, in ``on_run_start``: a new run
 goes only into a new or empty directory or a run of the same config, ``resume=`` must name a
 run directory, and a directory another live process holds is refused with the holder named.
-Each refusal prints its reason and exits 2 with nothing written.
+For ``minituner-train`` the whole config validation runs here (``base.path``, the trainer's
+hardware...). Each refusal prints its reason and exits 2 with nothing written.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from minituner.config.destinations import run_dir_problems
 from minituner.config.errors import ConfigError
+from minituner.config.validation import validate_config
 from minituner.store.run_directory import busy_message, lock_holder
 
 SWEEP_MARKER = "multirun.yaml"  # Hydra writes it into every sweep directory
@@ -32,11 +35,22 @@ def _refuse(problems: list[str]) -> None:
 class RunDirectoryGuard(Callback):
     """Refuse a run directory that is not the run's to use (see the module docstring)."""
 
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+    def on_run_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
         if os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP rank relaunched into rank 0's run directory
             return
         run_dir = Path(str(config.hydra.run.dir))
-        problems = run_dir_problems(config, run_dir)
+        task = copy.deepcopy(config)
+        with open_dict(task):
+            task.pop("hydra")
+            task.paths.output_dir = str(run_dir)  # what ${hydra:runtime.output_dir} will say
+        if config_name == "train":  # minituner-train: the whole validation, before Hydra writes a byte
+            try:
+                validate_config(task)
+                problems = []
+            except ConfigError as error:
+                problems = error.problems
+        else:
+            problems = run_dir_problems(task, run_dir)
         holder = lock_holder(run_dir)
         if holder is not None:
             problems.append(busy_message(run_dir, holder))

@@ -138,6 +138,9 @@ def _config_problems(raw: dict) -> list[str]:
     problems = []
     for key in sorted(set(raw) - _WRITTEN_FIELDS - _TOLERATED_FIELDS):
         problems.append(f"unknown field {key!r}")
+    for key in ("base_model_name_or_path", "revision", "task_type"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            problems.append(f"{key}={raw[key]!r} is not allowed: must be a string or null")
     if raw.get("peft_type") != "LORA":
         problems.append(f"peft_type={raw.get('peft_type')!r}, only 'LORA' is supported")
     for key in sorted((_FEATURE_FIELDS | _TOLERATED_FIELDS) - {"peft_version", "auto_mapping"}):
@@ -185,9 +188,19 @@ def read_adapter(directory: Path) -> Adapter:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as error:
         raise AdapterError(f"{weights_path} is truncated or corrupt: {error}") from error
+    not_float = sorted(k for k, t in tensors.items() if not t.is_floating_point())
+    if not_float:
+        raise AdapterError(f"{weights_path} holds tensors that are not floating point: {not_float}")
     bad = sorted(k for k, t in tensors.items() if not torch.isfinite(t).all())
     if bad:
         raise AdapterError(f"{weights_path} holds NaN/Inf values in {bad}")
+    # the rank in the config must be the tensors' (so a wrong r never sizes the layers that get injected)
+    ranks = {k: t.shape[0] if ".lora_A." in k else t.shape[-1] for k, t in tensors.items()
+             if (".lora_A." in k or ".lora_B." in k) and t.dim() == 2}  # fmt: skip
+    wrong = sorted(k for k, rank in ranks.items() if rank != config.r)
+    if wrong or any(t.dim() != 2 for k, t in tensors.items() if ".lora_A." in k or ".lora_B." in k):
+        raise AdapterError(f"{config_path}: r={config.r}, but the LoRA tensors of {weights_path.name} are not of that "
+                           f"rank (2-D, r rows in lora_A, r columns in lora_B): {wrong or 'not 2-D'}")  # fmt: skip
     return Adapter(directory, config, raw, tensors, sha256_file(weights_path))
 
 
@@ -223,7 +236,10 @@ def load_adapter(
         )
     existing = lora_layers(model)
     if not existing:
-        inject_lora(model, adapter.config)
+        try:
+            inject_lora(model, adapter.config)
+        except ValueError as error:  # targets that match nothing or a module that is not linear
+            raise AdapterError(f"{adapter.directory / CONFIG_FILE}: {error}") from error
         existing = lora_layers(model)
     else:
         problems = [

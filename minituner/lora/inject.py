@@ -55,13 +55,26 @@ class LoRAConfig:
         found = []
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
             found.append(f"lora.r={self.r!r} is not allowed: must be a positive integer")
-        if not isinstance(self.alpha, int | float) or self.alpha <= 0:
+        if not _is_number(self.alpha) or self.alpha <= 0:
             found.append(f"lora.alpha={self.alpha!r} is not allowed: must be a number > 0")
-        if not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
+        if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
             found.append(f"lora.dropout={self.dropout!r} is not allowed: must be in [0, 1)")
-        if self.bias not in BIAS_MODES:
+        if not isinstance(self.bias, str) or self.bias not in BIAS_MODES:
             found.append(f"lora.bias={self.bias!r} is not allowed: must be one of {list(BIAS_MODES)}")
-        if not self.target_modules:
+        if not isinstance(self.use_rslora, bool):
+            found.append(f"lora.use_rslora={self.use_rslora!r} is not allowed: must be true or false")
+        layers = self.layers_to_transform
+        indices = isinstance(layers, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                                                   for i in layers)  # fmt: skip
+        if layers is not None and (not indices or not layers):
+            found.append(f"lora.layers_to_transform={layers!r} is not allowed: must be null (every block) or a "
+                         "non-empty list of block indices")  # fmt: skip
+        if not isinstance(self.target_modules, str | list) or (
+            isinstance(self.target_modules, list) and not all(isinstance(t, str) and t for t in self.target_modules)
+        ):
+            found.append(f"lora.target_modules={self.target_modules!r} is not allowed: name a preset "
+                         f"{sorted(TARGET_PRESETS)}, a list of module names or a regex")  # fmt: skip
+        elif not self.target_modules:
             found.append(
                 f"lora.target_modules={self.target_modules!r} is not allowed: name a preset "
                 f"{sorted(TARGET_PRESETS)}, a list of module names or a regex"
@@ -83,6 +96,10 @@ class LoRAConfig:
     def to_dict(self) -> dict:
         """Plain-dict form."""
         return asdict(self)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _layer_index(name: str) -> int | None:

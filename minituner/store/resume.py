@@ -50,17 +50,20 @@ def _flatten(value, prefix: str = "") -> dict:
     return {prefix.rstrip("."): value}
 
 
-def config_changes(saved: dict, current: dict) -> list[str]:
-    """One line per key whose value differs between ``saved`` and ``current`` (dotted keys)."""
+def config_changes(saved: dict, current: dict, saved_as: str = "in the checkpoint") -> list[str]:
+    """One line per key whose value differs between ``saved`` and ``current`` (dotted keys).
+
+    ``saved_as`` says where the saved config comes from, e.g. ``seed: 1234 in the checkpoint, 7 now``.
+    """
     before, after = _flatten(saved), _flatten(current)
     lines = []
     for key in sorted(before.keys() | after.keys()):
         if key not in after:
-            lines.append(f"{key}: {before[key]!r} in the checkpoint, absent now")
+            lines.append(f"{key}: {before[key]!r} {saved_as}, absent now")
         elif key not in before:
-            lines.append(f"{key}: absent in the checkpoint, {after[key]!r} now")
+            lines.append(f"{key}: absent {saved_as}, {after[key]!r} now")
         elif before[key] != after[key]:
-            lines.append(f"{key}: {before[key]!r} in the checkpoint, {after[key]!r} now")
+            lines.append(f"{key}: {before[key]!r} {saved_as}, {after[key]!r} now")
     return lines
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
+from yaml import YAMLError
 
 from minituner.store.resume import RUN_MARKERS, config_changes, resumable_config
 
@@ -51,6 +52,14 @@ def _listing(names: set[str], limit: int = 5) -> str:
     return ", ".join(shown[:limit]) + (f", ... ({len(shown)} in all)" if len(shown) > limit else "")
 
 
+def _saved_config(run_dir: Path) -> DictConfig:
+    """The config of the run in ``run_dir``: Hydra's ``.hydra/config.yaml``, else the manifest's (a library run)."""
+    hydra_config = run_dir / ".hydra" / "config.yaml"
+    if hydra_config.is_file():
+        return OmegaConf.load(hydra_config)
+    return OmegaConf.create(json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))["config"])
+
+
 def run_directory_problems(run_dir: Path, cfg: DictConfig) -> list[str]:
     """Why a new run with ``cfg`` may not use ``run_dir``; [] when it may.
 
@@ -71,9 +80,9 @@ def run_directory_problems(run_dir: Path, cfg: DictConfig) -> list[str]:
         return [f"{where} is not empty and is not a minituner run (it holds {_listing(foreign)}): a new run goes "
                 "into a new or empty directory; choose another hydra.run.dir"]  # fmt: skip
     try:
-        saved = _comparable(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), run_dir)
-        changes = config_changes(saved, _comparable(cfg, run_dir))
-    except (OSError, OmegaConfBaseException, ValueError) as error:
+        saved = _comparable(_saved_config(run_dir), run_dir)
+        changes = config_changes(saved, _comparable(cfg, run_dir), saved_as="in that run")
+    except (OSError, OmegaConfBaseException, YAMLError, ValueError, KeyError, TypeError) as error:
         return [f"{where} holds a run whose config cannot be read ({type(error).__name__}: {error}): "
                 "choose another hydra.run.dir"]  # fmt: skip
     if changes:

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from minituner.store.checkpoint_io import CheckpointError
 from minituner.training.metrics import CHOICE_METRICS, candidate_preferences, evaluation_metrics
 from minituner.training.replay import ReplaySet
 
@@ -87,7 +88,9 @@ class MiniGPTModule(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        saved = checkpoint["state_dict"]
+        saved = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+        if not isinstance(saved, dict) or not all(isinstance(v, torch.Tensor) for v in saved.values()):
+            raise CheckpointError(f"the checkpoint's state_dict must map names to tensors, found {saved!r:.80}")
         expected = self.trainable_names()
         problems = [f"missing {k}" for k in sorted(expected.keys() - saved.keys())]
         problems += [f"unexpected {k}" for k in sorted(saved.keys() - expected.keys())]
@@ -97,7 +100,7 @@ class MiniGPTModule(L.LightningModule):
             if saved[k].shape != expected[k]
         ]
         if problems:
-            raise ValueError("the checkpoint's trainable weights do not fit this model: " + "; ".join(problems))
+            raise CheckpointError("the checkpoint's trainable weights do not fit this model: " + "; ".join(problems))
         # Lightning loads the whole state dict strictly: the frozen tensors come from the model itself.
         checkpoint["state_dict"] = self.state_dict() | saved
 
