@@ -95,3 +95,11 @@ def trained_adapter(tmp_path: Path, config: LoRAConfig | None = None, name: str 
             next(iter(lora_layers(model).values())).base_layer.bias.add_(0.5)
     save_adapter(model, tmp_path / name, config, "minigpt-test", base_sha)
     return model, tmp_path / name
+
+
+def users_directory(path: Path) -> Path:
+    """A directory of the user's that minituner must never touch: ``notes.md`` and ``sub/thesis.txt``."""
+    (path / "sub").mkdir(parents=True)
+    (path / "notes.md").write_text("my notes\n")
+    (path / "sub" / "thesis.txt").write_text("chapter 1\n")
+    return path

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_SHAPE
+from helpers import TINY_SHAPE, users_directory
 
 from minituner.lora.adapter_io import save_adapter
 from minituner.lora.inject import LoRAConfig, inject_lora
@@ -52,13 +52,6 @@ def snapshot(directory: Path) -> dict[str, tuple[str, int]]:
     """Every file under ``directory``: content hash and mode."""
     return {str(p.relative_to(directory)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mode)
             for p in sorted(directory.rglob("*")) if p.is_file()}  # fmt: skip
-
-
-def users_directory(path: Path) -> Path:
-    (path / "sub").mkdir(parents=True)
-    (path / "notes.md").write_text("my notes\n")
-    (path / "sub" / "thesis.txt").write_text("chapter 1\n")
-    return path
 
 
 @pytest.mark.parametrize("kind", WRITERS)

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import QUICK, compose_config, run_train
+from helpers import QUICK, compose_config, run_train, users_directory
 from hydra import compose, initialize_config_dir
 
 from minituner.apps.run_dir_guard import RunDirectoryGuard
@@ -24,13 +24,6 @@ from minituner.training.pipeline import train
 def snapshot(directory: Path) -> dict[str, str]:
     return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(directory.rglob("*")) if p.is_file()}  # fmt: skip
-
-
-def users_directory(path: Path) -> Path:
-    (path / "sub").mkdir(parents=True)
-    (path / "notes.md").write_text("my notes\n")
-    (path / "sub" / "thesis.txt").write_text("chapter 1\n")
-    return path
 
 
 def output(done) -> str:
@@ -130,3 +123,13 @@ def test_a_repeat_in_the_same_directory_is_allowed_and_another_config_is_not(tmp
     refused = r"holds another run, with a different config \(.*seed: 1234 in that run, 7 now\): continue that run with"
     with pytest.raises(ConfigError, match=refused):
         validate_config(other)
+
+
+def test_the_guard_refuses_a_sweep_directory_that_is_not_a_sweep(tmp_path, capsys):
+    mine = users_directory(tmp_path / "mine")
+    with pytest.raises(SystemExit) as stop:
+        RunDirectoryGuard().on_multirun_start(config=hydra_config(tmp_path, f"hydra.sweep.dir={mine}"))
+    assert stop.value.code == 2
+    assert "is not empty and is not a Hydra sweep (it holds notes.md, sub)" in capsys.readouterr().err
+    (mine / "multirun.yaml").write_text("{}")  # an earlier sweep's directory: Hydra adds jobs beside its own
+    RunDirectoryGuard().on_multirun_start(config=hydra_config(tmp_path, f"hydra.sweep.dir={mine}"))
