@@ -27,8 +27,8 @@ from minituner.store.run_directory import busy_message, lock_holder
 SWEEP_MARKER = "multirun.yaml"  # Hydra writes it into every sweep directory
 
 
-def _refuse(problems: list[str]) -> None:
-    print(f"Error: {ConfigError(problems)}", file=sys.stderr)
+def _refuse(message: str) -> None:
+    print(f"Error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
@@ -39,6 +39,9 @@ class RunDirectoryGuard(Callback):
         if os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP rank relaunched into rank 0's run directory
             return
         run_dir = Path(str(config.hydra.run.dir))
+        holder = lock_holder(run_dir)
+        if holder is not None:
+            _refuse(busy_message(run_dir, holder))
         task = copy.deepcopy(config)
         with open_dict(task):
             task.pop("hydra")
@@ -46,21 +49,17 @@ class RunDirectoryGuard(Callback):
         if config_name == "train":  # minituner-train: the whole validation, before Hydra writes a byte
             try:
                 validate_config(task)
-                problems = []
             except ConfigError as error:
-                problems = error.problems
+                _refuse(str(error))
         else:
             problems = run_dir_problems(task, run_dir)
-        holder = lock_holder(run_dir)
-        if holder is not None:
-            problems.append(busy_message(run_dir, holder))
-        if problems:
-            _refuse(problems)
+            if problems:
+                _refuse(str(ConfigError(problems)))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.is_dir() or (sweep_dir / SWEEP_MARKER).is_file() or not any(sweep_dir.iterdir()):
             return
         names = sorted(p.name for p in sweep_dir.iterdir())
-        _refuse([f"the sweep directory {sweep_dir} (hydra.sweep.dir) is not empty and is not a Hydra sweep (it "
-                 f"holds {', '.join(names[:5])}): choose another hydra.sweep.dir"])  # fmt: skip
+        _refuse(f"the sweep directory {sweep_dir} (hydra.sweep.dir) is not empty and is not a Hydra sweep (it "
+                f"holds {', '.join(names[:5])}): choose another hydra.sweep.dir")  # fmt: skip
