@@ -26,20 +26,31 @@ CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
 
-# Fields minituner writes, then PEFT fields it accepts only at their "off" value.
-_WRITTEN_FIELDS = {
-    "peft_type", "task_type", "base_model_name_or_path", "revision", "inference_mode", "r",
-    "lora_alpha", "lora_dropout", "target_modules", "layers_to_transform", "layers_pattern",
-    "bias", "use_rslora", "fan_in_fan_out", "modules_to_save", "init_lora_weights",
-    "rank_pattern", "alpha_pattern", "use_dora",
+# PEFT's LoraConfig (releases 0.13 to 0.21), field by field. The fields minituner reads:
+_READ_FIELDS = {"peft_type", "r", "lora_alpha", "lora_dropout", "target_modules", "layers_to_transform",
+                "layers_pattern", "bias", "use_rslora"}  # fmt: skip
+# Where the adapter came from and how PEFT ran it: any value.
+_INFO_FIELDS = {"task_type", "base_model_name_or_path", "revision", "inference_mode", "auto_mapping", "peft_version",
+                "runtime_config"}  # fmt: skip
+# Features minituner cannot apply. PEFT writes each as null, false or empty when it is off (its default);
+# any other value switches it on and the adapter is refused, naming it.
+_FEATURES = {
+    "fan_in_fan_out", "modules_to_save", "rank_pattern", "alpha_pattern", "use_dora", "exclude_modules",
+    "megatron_config", "loftq_config", "eva_config", "corda_config", "trainable_token_indices", "layer_replication",
+    "lora_bias", "target_parameters", "use_qalora", "alora_invocation_tokens", "arrow_config", "ensure_weight_tying",
+    "kasa_config", "lora_ga_config", "monteclora_config", "velora_config", "use_bdlora",
 }  # fmt: skip
-_TOLERATED_FIELDS = {
-    "auto_mapping", "peft_version", "exclude_modules", "megatron_config", "megatron_core",
-    "loftq_config", "eva_config", "corda_config", "trainable_token_indices", "layer_replication",
-    "runtime_config", "lora_bias", "target_parameters", "use_qalora", "qalora_group_size",
-    "alora_invocation_tokens", "arrow_config", "ensure_weight_tying",
-}  # fmt: skip
-_FEATURE_FIELDS = {"fan_in_fan_out", "modules_to_save", "rank_pattern", "alpha_pattern", "use_dora"}
+# Initialisations that only shape the weights before training (the file holds the trained ones); the
+# others (pissa, olora, loftq, corda...) also change the base weights, which a plain base lacks.
+_INIT_WEIGHTS_OFF = (True, False, "gaussian")
+# Settings of a feature (megatron_config's module, use_qalora's group size): they matter only when that
+# feature is on, and PEFT writes them at any value.
+_FEATURE_SETTINGS = {"megatron_core", "qalora_group_size"}
+
+
+def _off(value: object) -> bool:
+    """Whether a PEFT field's value leaves its feature off: null, false or empty."""
+    return value is None or value is False or (isinstance(value, str | list | dict) and not value)
 
 
 class AdapterError(ValueError):
@@ -135,17 +146,24 @@ class Adapter:
 
 
 def _config_problems(raw: dict) -> list[str]:
+    """Every reason the adapter config cannot be applied: wrong types, features switched on, missing fields."""
     problems = []
-    for key in sorted(set(raw) - _WRITTEN_FIELDS - _TOLERATED_FIELDS):
-        problems.append(f"unknown field {key!r}")
+    known = _READ_FIELDS | _INFO_FIELDS | _FEATURES | _FEATURE_SETTINGS | {"init_lora_weights"}
+    for key in sorted(set(raw) - known):  # a field of a newer PEFT: fine while its feature is off
+        if not _off(raw[key]):
+            problems.append(f"unknown field {key!r}={raw[key]!r} (a newer PEFT's feature, switched on)")
     for key in ("base_model_name_or_path", "revision", "task_type"):
         if raw.get(key) is not None and not isinstance(raw[key], str):
             problems.append(f"{key}={raw[key]!r} is not allowed: must be a string or null")
     if raw.get("peft_type") != "LORA":
         problems.append(f"peft_type={raw.get('peft_type')!r}, only 'LORA' is supported")
-    for key in sorted((_FEATURE_FIELDS | _TOLERATED_FIELDS) - {"peft_version", "auto_mapping"}):
-        if raw.get(key):
+    for key in sorted(_FEATURES):
+        if not _off(raw.get(key)):
             problems.append(f"{key}={raw[key]!r} is a PEFT feature minituner does not support")
+    init = raw.get("init_lora_weights", True)  # PEFT's default
+    if not any(init is off or (isinstance(off, str) and init == off) for off in _INIT_WEIGHTS_OFF):
+        problems.append(f"init_lora_weights={init!r} is a PEFT initialisation that also changes the base weights, "
+                        f"which minituner does not support (allowed: {list(_INIT_WEIGHTS_OFF)})")  # fmt: skip
     for key in ("r", "lora_alpha", "target_modules"):
         if key not in raw:
             problems.append(f"missing field {key!r}")
