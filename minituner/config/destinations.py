@@ -16,8 +16,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from minituner.store.artifacts import readable_directory
 from minituner.store.base_cache import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, base_dir_for, trains_base
-from minituner.store.ownership import OwnershipError, artifact_kind, check_writable
-from minituner.store.resume import RUN_MARKERS
+from minituner.store.ownership import OwnershipError, artifact_kind, check_writable, listing
+from minituner.store.resume import RUN_MARKERS, is_run_directory
 from minituner.store.run_directory import run_directory_problems
 
 BASE_FILES = (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE)
@@ -55,7 +55,7 @@ def base_path_problems(cfg: DictConfig) -> list[str]:
     if not missing:
         return []
     kind = artifact_kind(source)
-    found = f"minituner's {kind}" if kind else ", ".join(sorted(p.name for p in source.iterdir())[:5]) or "nothing"
+    found = f"minituner's {kind}" if kind else listing({p.name for p in source.iterdir()}) or "nothing"
     hint = " (an adapter goes on its base with regime=lora, or into it by minituner-merge)" * (kind == "adapter")
     return [f"base.path={path!r} is not a base directory: it has no {', '.join(missing)} (found: {found}){hint}; "
             "give a directory written by `minituner-train regime=pretrain`, a full fine-tune's model/ or "
@@ -74,7 +74,7 @@ def output_dir(cfg: DictConfig) -> Path | None:
 def run_dir_problems(cfg: DictConfig, run_dir: Path) -> list[str]:
     """``resume=`` must name a run directory; a new run's directory must be new, empty or a run of this config."""
     if cfg.get("resume"):
-        if not any((run_dir / marker).is_file() for marker in RUN_MARKERS):
+        if not is_run_directory(run_dir):
             return [f"resume={cfg.resume!r}: {run_dir} is not a run directory (no {' or '.join(RUN_MARKERS)})"]
         return []
     return run_directory_problems(run_dir, cfg)
@@ -83,8 +83,14 @@ def run_dir_problems(cfg: DictConfig, run_dir: Path) -> list[str]:
 def destination_problems(cfg: DictConfig) -> list[str]:
     """Every path problem of ``cfg``: its base, what it writes, its run directory."""
     problems = base_path_problems(cfg)
-    if trains_base(cfg) and not OmegaConf.select(cfg, "base.path"):
-        problems += writable_problems(base_dir_for(cfg), "base", "paths.base_cache_dir")
+    if not OmegaConf.select(cfg, "base.path"):  # the cache entry
+        cached = base_dir_for(cfg)
+        if trains_base(cfg):
+            problems += writable_problems(cached, "base", "paths.base_cache_dir")
+        elif not cfg.base.build_if_missing and not (cached / CONFIG_FILE).is_file():
+            problems.append(f"base.build_if_missing=false but no base checkpoint exists at {cached}: run "
+                            "`minituner-train regime=pretrain` first, set base.path to a base directory, or allow "
+                            "base.build_if_missing=true")  # fmt: skip
     run_dir = output_dir(cfg)
     if run_dir is None:
         return problems

@@ -20,7 +20,6 @@ from minituner.data.instructions import DataFileError, read_records, split_recor
 from minituner.lora.inject import select_targets
 from minituner.model.minigpt import MiniGPT, MiniGPTConfig
 from minituner.quant.linear import SCHEMES
-from minituner.store.base_cache import base_dir_for
 
 TRAINABLE = ("all", "lora")
 
@@ -166,13 +165,5 @@ def validate_config(cfg: DictConfig) -> None:
     problems += trainer_problems(cfg.trainer)
     if not problems:  # paths last: they are checked against the config the checks above accepted
         problems += destination_problems(cfg)
-    if not problems and cfg.regime.needs_base and not cfg.base.build_if_missing and not cfg.base.path:
-        base_dir = base_dir_for(cfg)
-        if not (base_dir / "config.json").is_file():
-            problems.append(
-                f"base.build_if_missing=false but no base checkpoint exists at {base_dir}: "
-                "run `minituner-train regime=pretrain` first, set base.path to a base "
-                "directory, or allow base.build_if_missing=true"
-            )
     if problems:
         raise ConfigError(problems)

@@ -85,16 +85,17 @@ def artifact_kind(directory: Path) -> str | None:
     return owned_files(directory)[0]
 
 
-def _listing(names: list[str], limit: int = 5) -> str:
+def listing(names: list[str] | set[str], limit: int = 5) -> str:
+    """``a, b, c, ... (N in all)``: the first ``limit`` names, sorted, for error messages."""
     shown = ", ".join(sorted(names)[:limit])
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 def _found(kind: str | None, foreign: list[str]) -> str:
     if kind is None:
-        return f"is not minituner's (it holds {_listing(foreign)})"
+        return f"is not minituner's (it holds {listing(foreign)})"
     found = f"is minituner's {kind} ({KINDS[kind]})"
-    return found + (f" but also holds files minituner did not write ({_listing(foreign)})" if foreign else "")
+    return found + (f" but also holds files minituner did not write ({listing(foreign)})" if foreign else "")
 
 
 def check_writable(directory: Path, kind: str, overwrite: bool = False) -> None:

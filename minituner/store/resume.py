@@ -44,6 +44,11 @@ def resumable_config(cfg: DictConfig) -> dict:
     return plain
 
 
+def is_run_directory(directory: Path) -> bool:
+    """Whether ``directory`` holds a minituner run (one of ``RUN_MARKERS``)."""
+    return any((Path(directory) / name).is_file() for name in RUN_MARKERS)
+
+
 def _flatten(value, prefix: str = "") -> dict:
     if isinstance(value, dict) and value:
         return {k: v for key, sub in value.items() for k, v in _flatten(sub, f"{prefix}{key}.").items()}
@@ -91,7 +96,7 @@ def plan_resume(cfg: DictConfig) -> ResumePlan:
             config differs from the checkpoint's (every changed key listed).
     """
     run_dir = Path(cfg.paths.output_dir)
-    if not any((run_dir / name).is_file() for name in RUN_MARKERS):
+    if not is_run_directory(run_dir):
         raise ConfigError([f"resume={cfg.resume!r}: {run_dir} is not a run directory"])
     finished = _finished_metrics(run_dir)
     if finished is not None:

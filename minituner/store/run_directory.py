@@ -26,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from yaml import YAMLError
 
-from minituner.store.resume import RUN_MARKERS, config_changes, resumable_config
+from minituner.store.ownership import listing
+from minituner.store.resume import config_changes, is_run_directory, resumable_config
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,6 @@ def _comparable(cfg: DictConfig, run_dir: Path) -> dict:
         pinned.pop("hydra", None)
         OmegaConf.update(pinned, "paths.output_dir", str(run_dir), force_add=True)
     return resumable_config(pinned)
-
-
-def _listing(names: set[str], limit: int = 5) -> str:
-    shown = sorted(names)
-    return ", ".join(shown[:limit]) + (f", ... ({len(shown)} in all)" if len(shown) > limit else "")
 
 
 def _saved_config(run_dir: Path) -> DictConfig:
@@ -73,11 +69,11 @@ def run_directory_problems(run_dir: Path, cfg: DictConfig) -> list[str]:
     if not run_dir.is_dir():
         return [f"{where} is a file: choose another hydra.run.dir"]
     names = {p.name for p in run_dir.iterdir()} - {LOCK_FILE}
-    if not any((run_dir / marker).is_file() for marker in RUN_MARKERS):
+    if not is_run_directory(run_dir):
         foreign = names - HYDRA_FILES
         if not foreign:
             return []
-        return [f"{where} is not empty and is not a minituner run (it holds {_listing(foreign)}): a new run goes "
+        return [f"{where} is not empty and is not a minituner run (it holds {listing(foreign)}): a new run goes "
                 "into a new or empty directory; choose another hydra.run.dir"]  # fmt: skip
     try:
         saved = _comparable(_saved_config(run_dir), run_dir)
