@@ -4,7 +4,8 @@ A: compose an NF4 base with LoRA and show one composed projection. B: the same (
 adapter on the unquantized and on the NF4 base, logits compared on a fixed batch. C: one epoch
 of QLoRA training under the NaN guard, per-step loss. D: memory of LoRA vs QLoRA training from
 the ledger and the process, and the savings at 7B scale from the memory calculator. E: adapter
-swap on the NF4 base. The base and the reference adapter are cached; the two training runs of
+swap on the NF4 base. Then what the model writes: greedy completions of the irregular test
+prompts by the base, LoRA and QLoRA, with a generation-based accuracy. The base and the reference adapter are cached; the two training runs of
 C and D are separate processes, so their RSS figures do not contaminate each other.
 """
 
@@ -27,6 +28,7 @@ from torch import nn
 from minituner.apps.runner import start_app
 from minituner.config.nodes import lora_config, model_config
 from minituner.config.shipped import CONF_DIR
+from minituner.generation.verb_task import generation_accuracy, verb_completions, verb_prompts
 from minituner.lora.adapter_io import load_adapter
 from minituner.lora.layer import lora_layers
 from minituner.lora.merge import apply_adapter
@@ -184,6 +186,13 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
     swapped = quantized_copy(base, cfg.preview.quant, runs["QLoRA (NF4 base)"] / "adapter")
     swap = compare_logits(logits_b, logits_of(swapped, inputs), mask)
 
+    # What the model writes: the base, LoRA on the fp32 base, QLoRA's adapter on the NF4 base
+    writers = {"base (fp32)": base.model, "LoRA (fp32 base)": model_a, "QLoRA (NF4 base)": swapped}
+    accuracies = {"base (fp32)": reference_metrics["base_irregular_acc"],
+                  "LoRA (fp32 base)": reference_metrics["irregular_acc"],
+                  "QLoRA (NF4 base)": qlora_metrics["irregular_acc"]}  # fmt: skip
+    writes = what_the_model_writes(cfg, writers, accuracies)
+
     qlora_adapter = runs["QLoRA (NF4 base)"] / "adapter" / "adapter_model.safetensors"
     reference_weights = reference_dir / "adapter_model.safetensors"
     return {
@@ -203,8 +212,28 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
         "memory": memory_rows(runs),
         "scale": scale_savings(cfg),
         "swap": swap,
+        "writes": writes,
         "lora": OmegaConf.to_container(cfg.lora),
     }
+
+
+def what_the_model_writes(cfg: DictConfig, models: dict[str, nn.Module], logprob_acc: dict[str, float]) -> dict:
+    """Greedy completions of the irregular test prompts (cut before the verb) by each model.
+
+    Returns:
+        Per model the generation accuracy over every prompt (first word = the correct form) beside
+        its log-probability accuracy, and the completions of a fixed showcase (one past simple and one
+        participle prompt per verb).
+    """
+    sentences = instantiate(cfg.data, stage="irregular").corpus.splits["irregular_test"]
+    prompts, showcase = verb_prompts(sentences), verb_prompts(sentences, per_verb_and_form=1)
+    result = {"prompts": len(prompts), "models": {}, "showcase": {}}
+    for label, model in models.items():
+        completions = verb_completions(model, prompts)
+        result["models"][label] = {"generation_acc": generation_accuracy(completions),
+                                   "logprob_acc": logprob_acc[label]}  # fmt: skip
+        result["showcase"][label] = verb_completions(model, showcase)
+    return result
 
 
 def quantized_copy(base: LoadedBase, scheme: str, adapter_dir: Path | None = None) -> nn.Module:

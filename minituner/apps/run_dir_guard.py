@@ -5,7 +5,7 @@ so the checks that protect a user's directory must run earlier, in ``on_run_star
 goes only into a new or empty directory or a run of the same config, ``resume=`` must name a
 run directory, and a directory another live process holds is refused with the holder named.
 For ``minituner-train`` the whole config validation runs here (``base.path``, the trainer's
-hardware...). Each refusal prints its reason and exits 2 with nothing written.
+hardware...), for ``minituner-generate`` its prompts, adapters and base. Each refusal prints its reason and exits 2 with nothing written.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from omegaconf import DictConfig, open_dict
 
 from minituner.config.destinations import run_dir_problems
 from minituner.config.errors import ConfigError
+from minituner.config.generation import plan_generation
 from minituner.config.validation import validate_config
 from minituner.store.run_directory import busy_message, lock_holder
 
@@ -55,6 +56,11 @@ class RunDirectoryGuard(Callback):
             problems = run_dir_problems(task, run_dir)
             if problems:
                 _refuse(str(ConfigError(problems)))
+            if config_name == "generate":  # prompts, adapters, the base's context: before Hydra writes
+                try:
+                    plan_generation(task)
+                except ConfigError as error:
+                    _refuse(str(error))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))

@@ -11,7 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-APPS = {"train": "train", "preview": "preview", "count": "count", "merge": "merge", "sweep-report": "sweep_report"}
+APPS = {
+    "train": "train", "preview": "preview", "count": "count", "merge": "merge", "generate": "generate",
+    "sweep-report": "sweep_report",
+}  # fmt: skip
 
 
 def app_command(app: str, *args: str) -> list[str]:

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from minituner.data.corpus import EXTRA_REGULAR_VERBS, CorpusConfig, VerbCorpus, generate_corpus, task_items
 from minituner.data.resumable_loader import LoaderPosition, ResumableDataLoader
+from minituner.generation.verb_task import verb_prompts
 from minituner.model.minigpt import IGNORE_INDEX
 from minituner.model.tokenizer import ByteTokenizer
 
@@ -201,6 +202,16 @@ class VerbDataModule(L.LightningDataModule):
         control set, so the control drift still measures verbs that no training step has seen.
         """
         return [f"{lemma}: " for lemma in EXTRA_REGULAR_VERBS]
+
+    def sample_prompts(self, count: int = 8) -> list[tuple[str, str]]:
+        """``(prompt, expected)`` pairs whose completions a fine-tune logs at each validation.
+
+        Irregular-verb validation sentences cut before the verb (one per verb, past simple first):
+        the completion should start with the expected form.
+        """
+        prompts = verb_prompts(self.corpus.splits["irregular_val"], per_verb_and_form=1)
+        ordered = prompts[::2] + prompts[1::2]  # past simple of every verb, then the participles
+        return [(p.prompt, p.correct) for p in ordered[:count]]
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled (seeded) loader over the training split."""

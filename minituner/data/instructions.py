@@ -218,6 +218,10 @@ class InstructionDataModule(VerbDataModule):
             LabelItem(r.prompt, (r.output, *(label for label in self.labels if label != r.output))) for r in records
         ]
 
+    def sample_prompts(self, count: int = 8) -> list[tuple[str, str]]:
+        """The first held-out records as ``(prompt, expected output)`` pairs (logged at each validation)."""
+        return [(r.prompt, r.output) for r in self.splits[1][:count]]
+
     def train_dataloader(self) -> DataLoader:
         """Shuffled (seeded) loader over the training records, one padded row each."""
         return self._loader(self._records(self.splits[0]), shuffle=True)

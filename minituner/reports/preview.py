@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from minituner.generation.verb_task import markdown_completions
+
 MIB, GIB = 2**20, 2**30
 
 
@@ -25,8 +27,15 @@ def memory_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def writes_table(models: dict[str, dict]) -> str:
+    """Per model: generation accuracy and log-probability accuracy."""
+    lines = ["| model | generation accuracy | log-probability accuracy |", "|---|---|---|"]
+    lines += [f"| {label} | {m['generation_acc']:.2%} | {m['logprob_acc']:.2%} |" for label, m in models.items()]
+    return "\n".join(lines)
+
+
 def report_text(r: dict) -> str:
-    """The whole report, parts A to E."""
+    """The whole report, parts A to E and what the model writes."""
     lora_row, qlora_row = r["memory"].values()
     saved_mib = (lora_row["total"] - qlora_row["total"]) / MIB
     scale = r["scale"]
@@ -97,6 +106,22 @@ precision, same adapters) the same recipe would save **{saved_gib:.2f} GiB**
 The reference adapter and the adapter just trained with QLoRA, each on the same NF4 base: both run,
 and their logits differ by {swap["mean_abs_diff"]:.4f} on average ({swap["relative_diff"]:.2%}; argmax agreement
 {swap["top1_agreement"]:.2%}). One quantized base, many small adapters.
+
+## What the model writes
+
+Irregular-verb test sentences cut just before the verb form, completed greedily (KV cache) by the
+base, by the reference adapter on the fp32 base and by the adapter QLoRA trained in part C on the
+NF4 base; ✅ marks a completion whose first word is the correct form.
+
+{markdown_completions(r["writes"]["showcase"])}
+
+Over all {r["writes"]["prompts"]} test prompts, the share of completions whose first word is the correct form
+(generation accuracy), beside the log-probability accuracy (correct form scored above the over-regularised one):
+
+{writes_table(r["writes"]["models"])}
+
+Generation asks more than the log-probability test: the first word must be the correct form among every
+word the model could write (`were` for `was` counts as wrong), not just beat `goed`.
 
 Reference adapter sha256 `{r["reference_adapter"]["sha256"]}`; QLoRA adapter sha256 `{r["qlora_adapter"]["sha256"]}`
 (`manifest.json` beside this report).

@@ -13,14 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-
-from minituner.model.kv_cache import KVCache, next_token_logits
+from minituner.generation.sampling import SamplingSettings, generate_batch
 from minituner.model.minigpt import IGNORE_INDEX, MiniGPT
 from minituner.model.tokenizer import ByteTokenizer
 
 
-@torch.no_grad()
 def complete(
     model: MiniGPT,
     prompts: list[str],
@@ -31,34 +28,22 @@ def complete(
 ) -> list[list[int]]:
     """Sample a continuation of each prompt until end-of-text or ``max_len`` tokens in all.
 
-    Prompts of equal length grow together through a key/value cache (``model/kv_cache.py``);
+    Prompts of equal length grow together through a key/value cache (``generation/sampling.py``);
     a sequence leaves the batch at its end-of-text. The model's training mode is left as it was.
 
     Returns:
         Per prompt, BOS + prompt + sampled tokens (EOS included when it was sampled).
     """
-    was_training = model.training
-    model.eval()
     encoded = [tokenizer.encode(p, bos=True) for p in prompts]
-    sequences: list[list[int]] = [[] for _ in prompts]
+    sequences: list[list[int]] = [list(e) for e in encoded]
     for length in sorted({len(e) for e in encoded}):
+        if length >= max_len:
+            continue
         rows = [i for i, e in enumerate(encoded) if len(e) == length]
-        grown = [list(encoded[i]) for i in rows]
-        live = torch.arange(len(rows))  # positions in ``rows`` of the sequences still growing
-        cache = KVCache.empty(len(model.blocks))
-        step_input = torch.tensor([encoded[i] for i in rows])  # (B, length): the prompts first
-        while cache.length + step_input.shape[1] < max_len and len(live):
-            logits = next_token_logits(model, step_input, cache)
-            probs = F.softmax(logits.float() / temperature, dim=-1)
-            token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-            for position, t in zip(live.tolist(), token.tolist(), strict=True):
-                grown[position].append(t)
-            going = token != tokenizer.eos_id
-            live, step_input = live[going], token[going][:, None]
-            cache.select(going.nonzero().squeeze(1))  # finished sequences leave the batch
-        for row, sequence in zip(rows, grown, strict=True):
-            sequences[row] = sequence
-    model.train(was_training)
+        settings = SamplingSettings(max_new_tokens=max_len - length, temperature=temperature)
+        for row, result in zip(rows, generate_batch(model, [encoded[i] for i in rows], settings, generator),
+                               strict=True):  # fmt: skip
+            sequences[row] = result.prompt_ids + result.tokens
     return sequences
 
 

@@ -1,0 +1,95 @@
+"""The phase's task as text: irregular-verb prompts cut just before the verb, completed greedily.
+
+``"go: yesterday she"`` should continue `` went home.``; the base, which never saw an irregular
+past form, writes `` goed home.``. A completion counts as correct when its first word is the
+correct form: a generation-based accuracy beside the log-probability one (``irregular_acc``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from torch import nn
+
+from minituner.data.corpus import IRREGULAR_VERBS, PAST_FORMS, Sentence, regular_past
+from minituner.generation.sampling import SamplingSettings, generate
+from minituner.model.tokenizer import ByteTokenizer
+
+# the rest of the sentence: the verb, its object and the end-of-text (about 10-20 tokens)
+VERB_SETTINGS = SamplingSettings(max_new_tokens=24, temperature=0.0)
+
+
+@dataclass(frozen=True)
+class VerbPrompt:
+    """A sentence cut before its verb form: the prompt, the correct form, the over-regularised one."""
+
+    prompt: str
+    correct: str
+    wrong: str
+
+
+def verb_prompts(sentences: list[Sentence], per_verb_and_form: int | None = None) -> list[VerbPrompt]:
+    """Prompts from the past-simple and participle sentences of irregular verbs, in corpus order.
+
+    Args:
+        sentences: A corpus split (e.g. ``irregular_test``).
+        per_verb_and_form: Keep only the first n of each (verb, form) pair; None keeps all.
+    """
+    kept: dict[tuple[str, str], int] = {}
+    prompts = []
+    for s in sentences:
+        if s.lemma not in IRREGULAR_VERBS or s.form not in PAST_FORMS:
+            continue
+        seen = kept.get((s.lemma, s.form), 0)
+        if per_verb_and_form is None or seen < per_verb_and_form:
+            kept[(s.lemma, s.form)] = seen + 1
+            prompts.append(VerbPrompt(s.prefix, s.verb_form, regular_past(s.lemma)))
+    return prompts
+
+
+def first_word(text: str) -> str:
+    """The first run of letters in ``text`` (``" went home."`` -> ``went``)."""
+    match = re.search(r"[A-Za-z]+", text)
+    return match.group(0) if match else ""
+
+
+def complete_prompts(model: nn.Module, prompts: list[str], settings: SamplingSettings = VERB_SETTINGS) -> list[str]:
+    """Greedy completions (KV cache) of text prompts, each after BOS."""
+    tokenizer = ByteTokenizer()
+    encoded = [tokenizer.encode(p, bos=True) for p in prompts]
+    return [g.text for g in generate(model, encoded, settings)]
+
+
+def verb_completions(model: nn.Module, prompts: list[VerbPrompt]) -> list[dict]:
+    """Per prompt: the completion, its first word and whether that is the correct form."""
+    texts = complete_prompts(model, [p.prompt for p in prompts])
+    return [
+        {"prompt": p.prompt, "completion": t, "first_word": first_word(t), "correct_form": p.correct,
+         "correct": first_word(t) == p.correct}
+        for p, t in zip(prompts, texts, strict=True)
+    ]  # fmt: skip
+
+
+def generation_accuracy(completions: list[dict]) -> float:
+    """Share of completions whose first word is the correct form."""
+    return sum(c["correct"] for c in completions) / len(completions) if completions else 0.0
+
+
+def markdown_completions(columns: dict[str, list[dict]]) -> str:
+    """A table: one row per prompt, one column per model; the correct form is marked with a check."""
+    labels = list(columns)
+    first = columns[labels[0]]
+    lines = ["| prompt | correct | " + " | ".join(f"`{label}`" for label in labels) + " |",
+             "|---|---|" + "---|" * len(labels)]  # fmt: skip
+    for i, row in enumerate(first):
+        cells = []
+        for label in labels:
+            c = columns[label][i]
+            cells.append(f"{'✅' if c['correct'] else '❌'} {_escape(c['completion'])}")
+        lines.append(f"| {_escape(row['prompt'])} | {row['correct_form']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", "⏎")
