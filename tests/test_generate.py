@@ -54,6 +54,10 @@ def encoded(prompts: list[str] = PROMPTS) -> list[list[int]]:
     return [TOKENIZER.encode(p, bos=True) for p in prompts]
 
 
+def greedy_tokens(model: MiniGPT, max_new_tokens: int) -> list[list[int]]:
+    return [g.tokens for g in generate(model, encoded(), SamplingSettings(max_new_tokens=max_new_tokens))]
+
+
 @pytest.mark.parametrize(("lora", "quant"), [(False, "none"), (True, "none"), (False, "nf4_dq"), (True, "nf4")])
 def test_the_kv_cache_gives_the_full_forwards_tokens_and_logits_at_every_step(lora, quant):
     model = peaked_model(lora, quant)
@@ -80,15 +84,12 @@ def test_same_seed_same_text_and_greedy_is_deterministic():
     other = generate(model, encoded(), sampled, torch.Generator().manual_seed(6))
     assert [g.text for g in runs[0]] == [g.text for g in runs[1]]
     assert [g.tokens for g in other] != [g.tokens for g in runs[0]]
-    greedy = SamplingSettings(max_new_tokens=30)
-    assert [g.tokens for g in generate(model, encoded(), greedy)] == [g.tokens for g in generate(model, encoded(), greedy)]
+    assert greedy_tokens(model, 30) == greedy_tokens(model, 30)
 
 
 def test_a_lora_adapter_and_its_merged_model_write_the_same_greedy_text():
     model = peaked_model(lora=True)
-    settings = SamplingSettings(max_new_tokens=40)
-    merged = merged_copy(model).eval()
-    assert [g.tokens for g in generate(model, encoded(), settings)] == [g.tokens for g in generate(merged, encoded(), settings)]
+    assert greedy_tokens(model, 40) == greedy_tokens(merged_copy(model).eval(), 40)
 
 
 def test_top_k_and_top_p_keep_the_most_likely_tokens():
@@ -180,7 +181,8 @@ def test_generate_writes_one_row_per_model_prompt_and_sample(tiny_run, tmp_path)
     assert all(len(line["tokens"]) == len(line["logprobs"]) <= 12 for line in lines)
     by_model = {m: [line["tokens"] for line in lines if line["model"] == m] for m in result["models"]}
     assert by_model["adapter:lora"] == by_model["merged:lora"]  # sampled too: same stream, same distribution
-    assert (tmp_path / "gen/generations.md").read_text().count("\n| ") == 1 + 2 * 2 + 1  # header, prompts x samples, speed
+    table_rows = (tmp_path / "gen/generations.md").read_text().count("\n| ")
+    assert table_rows == 1 + 2 * 2 + 1  # header, prompts x samples, speed
     summary = json.loads((tmp_path / "gen/generate.json").read_text())
     assert summary["base"]["path"] == str(base_dir) and summary["speed"]["base"]["tokens_per_second"] > 0
     again = run_generate(cfg, tmp_path / "again")  # same seed, same command: the same text

@@ -31,8 +31,16 @@ def test_preview_runs_end_to_end_and_caches_base_and_reference(tmp_path):
     assert not cold["base_cached"] and not cold["reference_cached"]
     run_dir = tmp_path / "cold"
     report = (run_dir / "REPORT.md").read_text()
-    for part in ("## A.", "## B.", "## C.", "## D.", "## E.", "at 7B scale"):
+    for part in ("## A.", "## B.", "## C.", "## D.", "## E.", "at 7B scale", "## What the model writes"):
         assert part in report
+    writes = cold["writes"]
+    assert list(writes["models"]) == ["base (fp32)", "LoRA (fp32 base)", "QLoRA (NF4 base, part C)"]
+    assert writes["prompts"] == 8 * 2 * 25  # every past-simple and participle test sentence of the 8 verbs
+    for label, figures in writes["models"].items():
+        assert 0 <= figures["generation_acc"] <= 1 and 0 <= figures["logprob_acc"] <= 1
+        showcase = writes["showcase"][label]
+        assert len(showcase) == 16 and all(c["first_word"] in c["completion"] for c in showcase)
+    assert "| prompt | correct |" in report and "generation accuracy" in report
     assert "QuantizedLinear" in cold["composed_module"]["repr"] and "LoRALinear" in cold["composed_module"]["repr"]
     assert cold["parity"]["mean_abs_diff"] > 0 and cold["swap"]["mean_abs_diff"] > 0  # adapters differ
     assert len(cold["qlora_losses"]) == 5  # one epoch of 5 batches, every step logged

@@ -5,8 +5,9 @@ adapter on the unquantized and on the NF4 base, logits compared on a fixed batch
 of QLoRA training under the NaN guard, per-step loss. D: memory of LoRA vs QLoRA training from
 the ledger and the process, and the savings at 7B scale from the memory calculator. E: adapter
 swap on the NF4 base. Then what the model writes: greedy completions of the irregular test
-prompts by the base, LoRA and QLoRA, with a generation-based accuracy. The base and the reference adapter are cached; the two training runs of
-C and D are separate processes, so their RSS figures do not contaminate each other.
+prompts by the base, LoRA and QLoRA, with a generation-based accuracy. The base and the
+reference adapter are cached; the two training runs of C and D are separate processes, so their
+RSS figures do not contaminate each other.
 """
 
 from __future__ import annotations
@@ -187,10 +188,10 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
     swap = compare_logits(logits_b, logits_of(swapped, inputs), mask)
 
     # What the model writes: the base, LoRA on the fp32 base, QLoRA's adapter on the NF4 base
-    writers = {"base (fp32)": base.model, "LoRA (fp32 base)": model_a, "QLoRA (NF4 base)": swapped}
+    writers = {"base (fp32)": base.model, "LoRA (fp32 base)": model_a, "QLoRA (NF4 base, part C)": swapped}
     accuracies = {"base (fp32)": reference_metrics["base_irregular_acc"],
                   "LoRA (fp32 base)": reference_metrics["irregular_acc"],
-                  "QLoRA (NF4 base)": qlora_metrics["irregular_acc"]}  # fmt: skip
+                  "QLoRA (NF4 base, part C)": qlora_metrics["irregular_acc"]}  # fmt: skip
     writes = what_the_model_writes(cfg, writers, accuracies)
 
     qlora_adapter = runs["QLoRA (NF4 base)"] / "adapter" / "adapter_model.safetensors"

@@ -5,7 +5,8 @@ so the checks that protect a user's directory must run earlier, in ``on_run_star
 goes only into a new or empty directory or a run of the same config, ``resume=`` must name a
 run directory, and a directory another live process holds is refused with the holder named.
 For ``minituner-train`` the whole config validation runs here (``base.path``, the trainer's
-hardware...), for ``minituner-generate`` its prompts, adapters and base. Each refusal prints its reason and exits 2 with nothing written.
+hardware...), for ``minituner-generate`` its prompts, adapters and base. Each refusal prints its
+reason and exits 2 with nothing written.
 """
 
 from __future__ import annotations

@@ -125,10 +125,8 @@ def generate_batch(
     step_input = torch.tensor(prompts, device=next(model.parameters()).device)  # (B, T): the prompts first
     sequences = step_input
     while live:
-        if cache is not None:
-            logits = next_token_logits(model, step_input, cache)  # (B, V)
-        else:
-            logits = model(sequences)[0][:, -1]  # (B, V)
+        # (B, V): one new position through the cache, or the whole sequence again
+        logits = next_token_logits(model, step_input, cache) if cache is not None else model(sequences)[0][:, -1]
         if step_logits is not None:
             step_logits.append(logits.float().cpu())
         tokens = choose_tokens(logits, settings, generator)

@@ -110,8 +110,8 @@ and their logits differ by {swap["mean_abs_diff"]:.4f} on average ({swap["relati
 ## What the model writes
 
 Irregular-verb test sentences cut just before the verb form, completed greedily (KV cache) by the
-base, by the reference adapter on the fp32 base and by the adapter QLoRA trained in part C on the
-NF4 base; ✅ marks a completion whose first word is the correct form.
+base, by the reference adapter on the fp32 base (trained with the full recipe) and by the adapter QLoRA
+trained in part C on the NF4 base (one epoch only); ✅ marks a completion whose first word is the correct form.
 
 {markdown_completions(r["writes"]["showcase"])}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
 from minituner.generation.sampling import SamplingSettings, generate_batch
 from minituner.model.minigpt import IGNORE_INDEX, MiniGPT
 from minituner.model.tokenizer import ByteTokenizer
