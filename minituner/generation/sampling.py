@@ -137,17 +137,16 @@ def generate_batch(
             result.tokens.append(token)
             result.logprobs.append(logprob)
             reason = _stop_reason(result, token, settings, block_size, tokenizer)
-            if reason is None:
-                going.append(True)
-            else:
+            if reason is not None:
                 result.stop_reason = reason
-                going.append(False)
-        keep = torch.tensor(going, dtype=torch.bool)
+            going.append(reason is None)
+        keep = torch.tensor(going, dtype=torch.bool, device=tokens.device)
         live = [row for row, g in zip(live, going, strict=True) if g]
+        step_input = tokens[keep][:, None]  # finished rows leave the batch
         if cache is not None:
-            cache.select(keep.nonzero().squeeze(1).to(step_input.device))  # finished rows leave the batch
-        step_input = tokens[keep.to(tokens.device)][:, None]
-        sequences = torch.cat([sequences[keep.to(sequences.device)], step_input], dim=1)
+            cache.select(keep.nonzero().squeeze(1))
+        else:
+            sequences = torch.cat([sequences[keep], step_input], dim=1)
     model.train(was_training)
     for result in results:
         result.text = _completion_text(result, settings, tokenizer)
