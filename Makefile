@@ -25,6 +25,7 @@ main: setup
 # model, so two at a time use both cores; workers steal tests from each other to finish together.
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -n 2 --dist worksteal
 
 lint: setup
@@ -33,6 +34,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/pretrain_time.py
+	$(BIN)/python benchmarks/generate_speed.py --json-out benchmarks/results/generate_speed.json
 	$(BIN)/python benchmarks/compare_regimes.py
 	$(BIN)/python benchmarks/quant_throughput.py
 	$(BIN)/python benchmarks/train_throughput.py

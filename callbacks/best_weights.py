@@ -46,9 +46,7 @@ class BestWeights(L.Callback, RunHooks):
         value = float(trainer.callback_metrics[self.monitor])
         if self._improved(value):
             self.best_value, self.best_step = value, trainer.global_step
-            self.best_state = {
-                name: p.detach().clone() for name, p in pl_module.named_parameters() if p.requires_grad
-            }
+            self.best_state = {name: p.detach().clone() for name, p in pl_module.named_parameters() if p.requires_grad}
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.best_state:

@@ -135,4 +135,3 @@ def memory_table(report: dict) -> str:
             lines.append(f"| {bucket} | {row['predicted']:,} | {row['measured']:,} |")
         lines.append(f"| activations (estimate) | {report['predicted']['activations']:,} | |")
     return "\n".join(lines)
-

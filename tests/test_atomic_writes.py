@@ -138,6 +138,7 @@ def test_a_read_only_directory_raises_naming_the_path_and_keeps_the_previous_art
     first = saved_adapter(runs / "adapter", seed=0)
     runs.chmod(0o555)
     if os.geteuid() == 0:  # root ignores permissions: fail the way the kernel fails everyone else
+
         def denied(*args, **kwargs):
             raise PermissionError(errno.EACCES, "Permission denied")
 

@@ -23,8 +23,12 @@ def test_nested_values_round_trip_exactly(tmp_path):
     shared = torch.randn(3, 4)
     checkpoint = {
         "state_dict": {"a.weight": shared, "tied.weight": shared},  # shared storage is fine (copied)
-        "optimizer_states": [{"state": {0: {"step": torch.tensor(5.0), "exp_avg": torch.ones(2)}},
-                              "param_groups": [{"betas": (0.9, 0.95), "lr": 1e-3, "params": [0]}]}],  # fmt: skip
+        "optimizer_states": [
+            {
+                "state": {0: {"step": torch.tensor(5.0), "exp_avg": torch.ones(2)}},
+                "param_groups": [{"betas": (0.9, 0.95), "lr": 1e-3, "params": [0]}],
+            }
+        ],  # fmt: skip
         "loops": {"epoch": 2, "nan": math.nan, "none": None, "flag": True, "name": "x"},
         "python_rng": random.getstate(),
     }
@@ -37,8 +41,11 @@ def test_nested_values_round_trip_exactly(tmp_path):
     assert math.isnan(loaded["loops"].pop("nan")) and loaded["loops"] == {"epoch": 2, "none": None, "flag": True,
                                                                            "name": "x"}  # fmt: skip
     assert loaded["python_rng"] == random.getstate()
-    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"state.json", "tensors.safetensors",
-                                                                 ".minituner-artifact.json"}
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {
+        "state.json",
+        "tensors.safetensors",
+        ".minituner-artifact.json",
+    }
 
 
 def test_objects_that_would_need_pickle_are_refused_naming_the_key(tmp_path):

@@ -104,9 +104,7 @@ def test_all_problems_are_reported_together(make_cfg):
 
 def test_missing_base_with_building_off_fails_before_any_work(make_cfg, tmp_path: Path):
     cfg = make_cfg("model=tiny", "regime=full", "base.build_if_missing=false")
-    with pytest.raises(
-        ConfigError, match=r"base.build_if_missing=false but no base checkpoint exists at .*tiny-"
-    ) as e:
+    with pytest.raises(ConfigError, match=r"base.build_if_missing=false but no base checkpoint exists at .*tiny-") as e:
         train(cfg)
     assert len(e.value.problems) == 1
     assert not (tmp_path / "run").exists()

@@ -42,9 +42,7 @@ def test_task_targets_cover_exactly_the_candidate_tokens():
 def test_summed_logprob_by_hand():
     logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]]))
     targets = torch.tensor([[0, 1]])
-    assert math.isclose(
-        summed_target_logprob(logits, targets).item(), math.log(0.5) + math.log(0.8), rel_tol=1e-6
-    )
+    assert math.isclose(summed_target_logprob(logits, targets).item(), math.log(0.5) + math.log(0.8), rel_tol=1e-6)
     masked = torch.tensor([[IGNORE_INDEX, 1]])
     assert math.isclose(summed_target_logprob(logits, masked).item(), math.log(0.8), rel_tol=1e-6)
 
@@ -81,9 +79,7 @@ def test_datamodules_serve_their_splits_with_a_seeded_shuffle():
     kinds = [next(iter(loader))["kind"] for loader in pre.val_dataloader()]
     assert kinds == ["lm", "control", "task"]
     first = next(iter(pre.train_dataloader()))["input_ids"]
-    again = next(iter(PretrainDataModule(corpus=corpus, batch_size=8, seed=3).train_dataloader()))[
-        "input_ids"
-    ]
+    again = next(iter(PretrainDataModule(corpus=corpus, batch_size=8, seed=3).train_dataloader()))["input_ids"]
     assert torch.equal(first, again)
     fine = IrregularDataModule(corpus=corpus, batch_size=8)
     assert len(fine.train_dataloader().dataset) == 8 * 5 * 6

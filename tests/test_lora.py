@@ -114,9 +114,7 @@ def test_targets_by_exact_name_suffix_regex_preset_and_layers():
 
 
 def test_target_that_matches_nothing_lists_the_modules():
-    with pytest.raises(
-        ValueError, match=r"lora.target_modules=\['query'\].*matches no module.*blocks.0.attn.q_proj"
-    ):
+    with pytest.raises(ValueError, match=r"lora.target_modules=\['query'\].*matches no module.*blocks.0.attn.q_proj"):
         select_targets(base_model(), LoRAConfig(target_modules=["query"]))
     with pytest.raises(ValueError, match="'blocks.0.ln_1', a LayerNorm, which is not a linear layer"):
         select_targets(base_model(), LoRAConfig(target_modules=["ln_1"]))

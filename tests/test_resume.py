@@ -64,9 +64,11 @@ def metrics(run_dir: Path) -> dict:
 
 
 def snapshot(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*"))
-            if p.is_file() and p.name not in ("train.log", LOCK_FILE)}  # fmt: skip (Hydra's log, the lock's holder)
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name not in ("train.log", LOCK_FILE)
+    }  # fmt: skip (Hydra's log, the lock's holder)
 
 
 def steps(run_dir: Path) -> list[str]:

@@ -173,7 +173,11 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
         {
             runs["LoRA (fp32 base)"]: [*forwarded, "regime=lora", "quant=none", *short],
             runs["QLoRA (NF4 base)"]: [
-                *forwarded, "regime=lora", f"quant={cfg.preview.quant}", "callbacks.nan_guard.policy=raise", *epoch
+                *forwarded,
+                "regime=lora",
+                f"quant={cfg.preview.quant}",
+                "callbacks.nan_guard.policy=raise",
+                *epoch,
             ],
         },
         cfg.paths.outputs_dir,

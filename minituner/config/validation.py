@@ -54,8 +54,7 @@ def regime_problems(regime: DictConfig) -> list[str]:
         problems.append(f"regime.optimizer.lr={lr!r} is not allowed: must be a number > 0")
     if regime.get("data_stage") not in DATAMODULES:
         problems.append(
-            f"regime.data_stage={regime.get('data_stage')!r} is not allowed: "
-            f"must be one of {sorted(DATAMODULES)}"
+            f"regime.data_stage={regime.get('data_stage')!r} is not allowed: must be one of {sorted(DATAMODULES)}"
         )
     if regime.get("trainable") not in TRAINABLE:
         problems.append(

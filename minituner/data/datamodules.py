@@ -166,9 +166,7 @@ class VerbDataModule(L.LightningDataModule):
         return generate_corpus(self.corpus_config)
 
     def _lm(self, split: str, kind: str) -> LanguageModelingDataset:
-        return LanguageModelingDataset(
-            self.corpus.prompted_texts(split), self.tokenizer, self.block_size, kind
-        )
+        return LanguageModelingDataset(self.corpus.prompted_texts(split), self.tokenizer, self.block_size, kind)
 
     def _loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
         if not shuffle:

@@ -108,9 +108,7 @@ def adapter_config_dict(config: LoRAConfig, base_name: str, base_sha256: str) ->
     }
 
 
-def save_adapter(
-    model: nn.Module, directory: Path, config: LoRAConfig, base_name: str, base_sha256: str
-) -> str:
+def save_adapter(model: nn.Module, directory: Path, config: LoRAConfig, base_name: str, base_sha256: str) -> str:
     """Write ``directory`` with both adapter files, atomically as a whole.
 
     See ``write_directory_atomic``: a crash leaves the previous adapter or the new one.

@@ -81,9 +81,7 @@ class LoRALinear(nn.Module):
         if self.merged:
             return
         if not isinstance(getattr(self.base_layer, "weight", None), torch.Tensor):
-            raise TypeError(
-                f"cannot merge into a {type(self.base_layer).__name__}: merge onto the unquantized base"
-            )
+            raise TypeError(f"cannot merge into a {type(self.base_layer).__name__}: merge onto the unquantized base")
         merged = self.base_layer.weight + self.delta_weight().to(self.base_layer.weight.dtype)
         if not torch.isfinite(merged).all():
             raise ValueError("refusing to merge: the merged weight would contain NaN or Inf")

@@ -24,9 +24,7 @@ from minituner.store.ownership import OwnershipError, check_writable
 DEFAULT_BASE_CACHE = Path("outputs/bases")
 
 
-def apply_adapter(
-    base_dir: Path, adapter_dir: Path, allow_base_mismatch: bool = False
-) -> tuple[MiniGPT, Adapter]:
+def apply_adapter(base_dir: Path, adapter_dir: Path, allow_base_mismatch: bool = False) -> tuple[MiniGPT, Adapter]:
     """Load a base checkpoint and put an adapter directory on it (not merged).
 
     Raises:

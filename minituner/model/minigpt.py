@@ -109,9 +109,7 @@ class CausalSelfAttention(nn.Module):
             return t.view(batch, seq, self.n_head, head_dim).transpose(1, 2)
 
         q, k, v = split_heads(self.q_proj(x)), split_heads(self.k_proj(x)), split_heads(self.v_proj(x))
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
-        )
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
         # (B, H, T, D/H) -> (B, T, D)
         y = y.transpose(1, 2).contiguous().view(batch, seq, d_model)
         return self.resid_drop(self.o_proj(y))

@@ -26,9 +26,7 @@ def summed_target_logprob(logits: torch.Tensor, targets: torch.Tensor) -> torch.
     return (picked * mask).sum(dim=-1)
 
 
-def candidate_preferences(
-    model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
-) -> torch.Tensor:
+def candidate_preferences(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Whether the model scores the correct candidate above every other one, per item.
 
     Args:

@@ -39,9 +39,7 @@ class MiniGPTModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.replay = replay
-        self.stage_metrics = nn.ModuleDict(
-            {stage: nn.ModuleDict(evaluation_metrics()) for stage in ("val", "test")}
-        )
+        self.stage_metrics = nn.ModuleDict({stage: nn.ModuleDict(evaluation_metrics()) for stage in ("val", "test")})
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)

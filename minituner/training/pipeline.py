@@ -56,11 +56,7 @@ def interrupted_exit_code(signal_name: str) -> int:
 
 def _test_metrics(trainer: L.Trainer, module: MiniGPTModule, datamodule) -> dict[str, float]:
     trainer.test(module, datamodule=datamodule, verbose=False)
-    return {
-        k.removeprefix("test/"): float(v)
-        for k, v in trainer.callback_metrics.items()
-        if k.startswith("test/")
-    }
+    return {k.removeprefix("test/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
 
 
 def _build_base(cfg: DictConfig) -> None:
