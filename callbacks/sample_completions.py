@@ -13,7 +13,7 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from minituner.generation.sampling import SamplingSettings
-from minituner.generation.verb_task import complete_prompts, first_word
+from minituner.generation.verb_task import complete_prompts, first_word, markdown_cell
 
 TAG = "samples/completions"
 
@@ -23,7 +23,7 @@ def completions_table(prompts: list[tuple[str, str]], completions: list[str]) ->
     lines = ["| prompt | expected | completion | starts right |", "|---|---|---|---|"]
     for (prompt, expected), text in zip(prompts, completions, strict=True):
         right = first_word(text) == first_word(expected)
-        shown = [cell.replace("|", "\\|").replace("\n", "⏎") for cell in (prompt, expected, text)]
+        shown = [markdown_cell(cell) for cell in (prompt, expected, text)]
         lines.append(f"| {shown[0]} | {shown[1]} | {shown[2]} | {'yes' if right else 'no'} |")
     return "\n".join(lines)
 

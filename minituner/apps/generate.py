@@ -28,6 +28,7 @@ from minituner.config.generation import plan_generation
 from minituner.config.shipped import CONF_DIR
 from minituner.generation.models import comparison_models
 from minituner.generation.sampling import generate_batch
+from minituner.generation.verb_task import markdown_cell
 from minituner.lora.adapter_io import AdapterError
 from minituner.model.tokenizer import ByteTokenizer
 from minituner.store.artifacts import write_json_atomic, write_text_atomic
@@ -119,17 +120,17 @@ def _grid(rows: list[dict], labels: list[str]) -> list[tuple[str, int, dict[str,
     return [(prompt, sample, texts) for (prompt, sample), texts in cells.items()]
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", "⏎")
-
-
 def markdown_table(rows: list[dict], labels: list[str], speed: dict, cfg: DictConfig) -> str:
     """The comparison as a Markdown table (``generations.md``), tokens per second in its last row."""
     samples = cfg.num_samples > 1
     head = ["prompt", *(["sample"] if samples else []), *(f"`{label}`" for label in labels)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for prompt, sample, texts in _grid(rows, labels):
-        cells = [_cell(prompt), *([str(sample)] if samples else []), *(_cell(texts[label]) for label in labels)]
+        cells = [
+            markdown_cell(prompt),
+            *([str(sample)] if samples else []),
+            *(markdown_cell(texts[label]) for label in labels),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     rates = [f"{speed[label]['tokens_per_second']} tok/s" for label in labels]
     lines.append("| *speed* | " + "| " * samples + " | ".join(rates) + " |")

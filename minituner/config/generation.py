@@ -34,16 +34,18 @@ class GenerationPlan:
     settings: SamplingSettings
 
 
-def _as_list(value: object) -> list:
+def _values(cfg: DictConfig, key: str) -> list:
+    """The value of a top-level key that takes one item or a list, as a plain list ([] for null)."""
+    value = cfg.get(key)
     if value is None:
         return []
-    return list(value) if isinstance(value, list | tuple) else [value]
+    return list(OmegaConf.to_container(value, resolve=True)) if OmegaConf.is_list(value) else [value]
 
 
 def _texts(cfg: DictConfig, key: str, problems: list[str]) -> list[str]:
     """The strings under ``key`` (one or a list); a value Hydra read as a number or a bool is a problem."""
     texts = []
-    for value in _as_list(OmegaConf.to_container(cfg, resolve=True).get(key)):
+    for value in _values(cfg, key):
         if not isinstance(value, str):
             problems.append(f"{key}={value!r} was read as {type(value).__name__}, not text: quote it, "
                             f"e.g. {key}=\"'{value}'\"")  # fmt: skip
@@ -152,7 +154,7 @@ def _setting_problems(cfg: DictConfig) -> list[str]:
     for key in ("merged", "use_kv_cache", "allow_base_mismatch"):
         if not isinstance(cfg.get(key), bool):
             problems.append(f"{key}={cfg.get(key)!r} is not allowed: must be true or false")
-    stops = _as_list(OmegaConf.to_container(cfg, resolve=True).get("stop"))
+    stops = _values(cfg, "stop")
     if not all(isinstance(s, str) and s for s in stops):
         problems.append(f"stop={cfg.get('stop')!r} is not allowed: must be null, a non-empty string or a list of them")
     scheme = OmegaConf.select(cfg, "quant.scheme")
@@ -197,7 +199,7 @@ def plan_generation(cfg: DictConfig) -> GenerationPlan:
         raise ConfigError(unknown)
     problems = _setting_problems(cfg)
     prompts = prompt_texts(cfg, problems)
-    adapter_dirs = [Path(str(d)) for d in _as_list(OmegaConf.to_container(cfg, resolve=True).get("adapter"))]
+    adapter_dirs = [Path(str(d)) for d in _values(cfg, "adapter")]
     readable = []
     for directory in adapter_dirs:
         try:
@@ -216,6 +218,6 @@ def plan_generation(cfg: DictConfig) -> GenerationPlan:
         temperature=float(cfg.temperature),
         top_k=cfg.top_k,
         top_p=float(cfg.top_p),
-        stop=tuple(_as_list(OmegaConf.to_container(cfg, resolve=True).get("stop"))),
+        stop=tuple(_values(cfg, "stop")),
     )
     return GenerationPlan(prompts, adapter_dirs, base_dir, settings)

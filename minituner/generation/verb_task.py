@@ -86,10 +86,11 @@ def markdown_completions(columns: dict[str, list[dict]]) -> str:
         cells = []
         for label in labels:
             c = columns[label][i]
-            cells.append(f"{'✅' if c['correct'] else '❌'} {_escape(c['completion'])}")
-        lines.append(f"| {_escape(row['prompt'])} | {row['correct_form']} | " + " | ".join(cells) + " |")
+            cells.append(f"{'✅' if c['correct'] else '❌'} {markdown_cell(c['completion'])}")
+        lines.append(f"| {markdown_cell(row['prompt'])} | {row['correct_form']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _escape(text: str) -> str:
+def markdown_cell(text: str) -> str:
+    """``text`` safe inside a Markdown table cell (pipes escaped, line breaks shown as ⏎)."""
     return text.replace("|", "\\|").replace("\n", "⏎")
