@@ -86,6 +86,7 @@ class MemoryMonitor(L.Callback, RunHooks):
             lora=lora_config(cfg) if cfg.regime.trainable == "lora" else None,
             quant=cfg.quant.scheme,
             precision="fp32",  # minituner keeps fp32 parameters; bf16-mixed only autocasts compute
+            base_dtype=cfg.base.dtype if cfg.regime.needs_base else "float32",
             batch_size=cfg.regime.batch_size,
             seq_len=cfg.model.block_size,
         ).to_dict()

@@ -1,4 +1,4 @@
-"""``minituner-merge ADAPTER_DIR OUT_DIR [--base BASE_DIR]``: write an adapter merged into its base."""
+"""``minituner-merge ADAPTER_DIR OUT_DIR [--base BASE_DIR] [--quant SCHEME]``: write an adapter merged into its base."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from minituner.lora.adapter_io import AdapterError
-from minituner.lora.merge import merge_to_checkpoint
+from minituner.lora.merge import MERGE_TARGETS, merge_to_checkpoint
+from minituner.quant.linear import SCHEMES
 from minituner.store.base_cache import BaseCheckpointError
 from minituner.store.ownership import OwnershipError
 
@@ -29,10 +30,29 @@ def main(argv: list[str] | None = None) -> int:
         help="write into OUT_DIR even when it holds other files (they are kept; nothing minituner did not write "
         "is ever replaced or deleted)",
     )
+    parser.add_argument(
+        "--quant",
+        choices=["none", *SCHEMES],
+        default="none",
+        help="store the merged model in this quantization scheme (written as the weights it computes with)",
+    )
+    parser.add_argument(
+        "--merge-into",
+        choices=list(MERGE_TARGETS),
+        default="quantized",
+        help="with --quant: merge into the quantized base and re-quantize (quantized, as PEFT does), or merge "
+        "into the full-precision base and then quantize (full_precision)",
+    )
     args = parser.parse_args(argv)
     try:
         digest = merge_to_checkpoint(
-            args.adapter_dir, args.out_dir, args.base, args.allow_base_mismatch, args.overwrite
+            args.adapter_dir,
+            args.out_dir,
+            args.base,
+            args.allow_base_mismatch,
+            args.overwrite,
+            args.quant,
+            args.merge_into,
         )
     except (AdapterError, BaseCheckpointError, OwnershipError) as error:
         print(f"minituner-merge: error: {error}", file=sys.stderr)

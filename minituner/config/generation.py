@@ -160,9 +160,6 @@ def _setting_problems(cfg: DictConfig) -> list[str]:
     scheme = OmegaConf.select(cfg, "quant.scheme")
     if scheme not in ("none", *SCHEMES):
         problems.append(f"quant.scheme={scheme!r} is not allowed: must be one of {['none', *SCHEMES]}")
-    elif cfg.get("merged") is True and scheme != "none":
-        problems.append(f"merged=true with quant={scheme} is not allowed: an adapter cannot be merged into a "
-                        "quantized base yet; use quant=none for the merged model")  # fmt: skip
     if cfg.get("merged") is True and not cfg.get("adapter"):
         problems.append("merged=true needs adapter=<dir>: there is nothing to merge")
     return problems

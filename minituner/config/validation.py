@@ -19,6 +19,7 @@ from minituner.data.datamodules import DATAMODULES
 from minituner.data.instructions import DataFileError, read_records, split_records
 from minituner.lora.inject import select_targets
 from minituner.model.minigpt import MiniGPT, MiniGPTConfig
+from minituner.model.precision import BASE_DTYPES
 from minituner.quant.linear import SCHEMES
 
 TRAINABLE = ("all", "lora")
@@ -141,6 +142,27 @@ def base_recipe_problems(cfg: DictConfig) -> list[str]:
     return []
 
 
+def base_dtype_problems(cfg: DictConfig) -> list[str]:
+    """``base.dtype`` must be a known dtype; a half-precision base is for LoRA with frozen biases."""
+    dtype = OmegaConf.select(cfg, "base.dtype")
+    if dtype not in BASE_DTYPES:
+        return [f"base.dtype={dtype!r} is not allowed: must be one of {list(BASE_DTYPES)}"]
+    if dtype == "float32":
+        return []
+    if cfg.regime.get("trainable") != "lora":
+        return [f"base.dtype={dtype!r} with regime={cfg.regime.get('name')!r} is not allowed: a half-precision "
+                "base is frozen, so only adapters can train; use regime=lora or base.dtype=float32"]  # fmt: skip
+    precision = str(OmegaConf.select(cfg, "trainer.precision"))
+    if dtype == "float16" and precision.startswith("bf16"):
+        return [f"base.dtype='float16' with trainer.precision={precision!r} is not allowed: bf16 autocast cannot run "
+                "an fp16 base; use base.dtype=bfloat16 (or trainer.precision=32-true)"]  # fmt: skip
+    bias = OmegaConf.select(cfg, "lora.bias")
+    if bias != "none":
+        return [f"lora.bias={bias!r} with base.dtype={dtype!r} is not allowed: the biases would train in "
+                f"{dtype}; use lora.bias=none or base.dtype=float32"]  # fmt: skip
+    return []
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise one ``ConfigError`` listing every problem of ``cfg``; return if there is none."""
     unknown = unknown_key_problems(cfg)
@@ -156,6 +178,7 @@ def validate_config(cfg: DictConfig) -> None:
             f"quant.scheme={scheme!r} with regime={cfg.regime.get('name')!r} is not allowed: a quantized "
             "base is frozen, so only adapters can train; use regime=lora (QLoRA) or quant=none"
         )
+    problems += base_dtype_problems(cfg)
     for key in ("seed", "base.seed"):
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:

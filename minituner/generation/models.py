@@ -48,12 +48,12 @@ def comparison_models(
 ) -> list[NamedModel]:
     """The base, then per adapter the adapter on the base (and, with ``merged``, its merged model).
 
+    On a quantized base the merged model is the adapter merged into the quantized weights and
+    quantized again (``LoRALinear.merge``), so it only approximates the adapter's column.
+
     Raises:
         AdapterError: An adapter does not fit the base (``load_adapter``'s checks).
-        ValueError: ``merged`` with a quantized base (merging into quantized weights is not supported).
     """
-    if merged and quant != "none":
-        raise ValueError(f"merged=true needs quant=none: an adapter cannot be merged into a {quant} base yet")
     frozen = copy.deepcopy(base.model)
     if quant != "none":
         quantize_model(frozen, quant, check_dequantized=True)

@@ -10,9 +10,16 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 
 import torch
 from torch import nn
+
+from minituner.quant.linear import QuantizedLinear
+
+
+class QuantizedMergeWarning(UserWarning):
+    """Merging into (or unmerging from) a quantized base re-quantizes its weight: a lossy step."""
 
 
 class LoRALinear(nn.Module):
@@ -75,26 +82,51 @@ class LoRALinear(nn.Module):
     def merge(self) -> None:
         """Fold the update into the base weight; a second call does nothing.
 
+        A quantized base (``QuantizedLinear``) is dequantized, updated and quantized again in its
+        scheme, which rounds the result to the codebook: a ``QuantizedMergeWarning`` says so.
+
         Raises:
             ValueError: The merged weight would hold NaN or Inf; the base is left unchanged.
         """
         if self.merged:
             return
-        if not isinstance(getattr(self.base_layer, "weight", None), torch.Tensor):
-            raise TypeError(f"cannot merge into a {type(self.base_layer).__name__}: merge onto the unquantized base")
-        merged = self.base_layer.weight + self.delta_weight().to(self.base_layer.weight.dtype)
-        if not torch.isfinite(merged).all():
-            raise ValueError("refusing to merge: the merged weight would contain NaN or Inf")
-        self.base_layer.weight.copy_(merged)
+        self._write_base_weight(self.base_weight() + self.delta_weight().float(), "merge")
         self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """Subtract the update from the base weight again; does nothing when not merged."""
+        """Subtract the update from the base weight again; does nothing when not merged.
+
+        On a quantized base this rounds once more (``QuantizedMergeWarning``): the codes need not
+        come back to what they were before the merge.
+        """
         if not self.merged:
             return
-        self.base_layer.weight.sub_(self.delta_weight().to(self.base_layer.weight.dtype))
+        self._write_base_weight(self.base_weight() - self.delta_weight().float(), "unmerge")
         self.merged = False
+
+    def base_weight(self) -> torch.Tensor:
+        """The base layer's dense (out, in) weight in fp32 (dequantized for a quantized base)."""
+        if isinstance(self.base_layer, QuantizedLinear):
+            return self.base_layer.dequantized_weight(torch.float32)
+        if not isinstance(getattr(self.base_layer, "weight", None), torch.Tensor):
+            raise TypeError(f"cannot merge into a {type(self.base_layer).__name__}: it has no weight tensor")
+        return self.base_layer.weight.float()
+
+    def _write_base_weight(self, weight: torch.Tensor, action: str) -> None:
+        if not torch.isfinite(weight).all():
+            raise ValueError(f"refusing to {action}: the merged weight would contain NaN or Inf")
+        if isinstance(self.base_layer, QuantizedLinear):
+            warnings.warn(
+                f"{action} on a {self.base_layer.scheme} base: each weight is dequantized, "
+                "updated and quantized again, so it is rounded to the codebook and the model only approximates "
+                "the unmerged adapter (merge into the full-precision base, then quantize, is the alternative)",
+                QuantizedMergeWarning,
+                stacklevel=4,  # past no_grad's wrapper: the caller of merge()
+            )
+            self.base_layer.requantize_(weight)
+        else:
+            self.base_layer.weight.copy_(weight.to(self.base_layer.weight.dtype))
 
     def adapter_parameters(self) -> dict[str, nn.Parameter]:
         """The adapter's own parameters by their name inside this layer."""

@@ -5,7 +5,9 @@ shape. The four buckets (weights / gradients / Adam state / activations) follow 
 memory model:
 
 * ``fp32`` precision (how minituner trains on the CPU, and what Lightning's ``bf16-mixed``
-  stores): every parameter 4 bytes, gradients 4 bytes per trainable parameter.
+  stores): every parameter 4 bytes, gradients 4 bytes per trainable parameter. With a
+  half-precision frozen base (``base_dtype``, LoRA only) the frozen dense parameters take 2
+  bytes each while adapters, their gradients and Adam stay fp32.
 * ``fp16_mixed`` (the production recipe): frozen weights in fp16, trainable weights in fp16
   plus an fp32 master copy, fp16 gradients.
 * Adam keeps two fp32 moments per trainable parameter and one fp32 ``step`` scalar per
@@ -27,6 +29,7 @@ from minituner.quant.codecs import NF4_BLOCK, scale_block_size
 PRECISIONS = ("fp32", "fp16_mixed")
 ACTIVATION_BYTES_PER_VALUE = 16  # per residual value per layer: the seeds' rough estimate
 ADAM_STEP_BYTES = 4  # one fp32 `step` tensor per parameter tensor
+BASE_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ def predict(
     precision: str = "fp32",
     batch_size: int = 16,
     seq_len: int = 32,
+    base_dtype: str = "float32",
 ) -> Footprint:
     """The four-bucket footprint of training a MiniGPT of ``config``'s shape.
 
@@ -109,9 +113,15 @@ def predict(
         precision: ``fp32`` or ``fp16_mixed`` (see the module docstring).
         batch_size: Sequences per batch, for the activation estimate.
         seq_len: Tokens per sequence, for the activation estimate.
+        base_dtype: Storage of the frozen base's dense parameters under ``fp32`` precision:
+            ``float32``, ``bfloat16`` or ``float16`` (needs ``lora``).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not one of {list(PRECISIONS)}")
+    if base_dtype not in BASE_DTYPE_BYTES:
+        raise ValueError(f"base_dtype={base_dtype!r} is not one of {list(BASE_DTYPE_BYTES)}")
+    if base_dtype != "float32" and lora is None:
+        raise ValueError("a half-precision base is frozen: full fine-tuning cannot use base_dtype != 'float32'")
     if quant != "none" and lora is None:
         raise ValueError("a quantized base is frozen: full fine-tuning cannot use quant != 'none'")
     linears = block_linears(config)
@@ -131,7 +141,7 @@ def predict(
         trainable += sum(trained_biases)
         tensors += len(trained_biases)
         frozen = dense + linear_weights - sum(trained_biases)
-        dense_bytes = 2 if precision == "fp16_mixed" else 4
+        dense_bytes = 2 if precision == "fp16_mixed" else BASE_DTYPE_BYTES[base_dtype]
         if quant == "none":
             frozen_bytes = frozen * dense_bytes
         else:

@@ -72,4 +72,4 @@ def next_token_logits(model: MiniGPT, idx: torch.Tensor, cache: KVCache) -> torc
         x = x + attn.o_proj(y.transpose(1, 2).reshape(batch, new, -1))
         x = x + block.mlp(block.ln_2(x))
     cache.length = start + new
-    return model.lm_head(model.ln_f(x[:, -1]))  # (B, V)
+    return model.lm_head(model.ln_f(x[:, -1])).float()  # (B, V), fp32 as MiniGPT.forward's

@@ -193,7 +193,8 @@ class MiniGPT(nn.Module):
         x = self.drop(self.tok_emb(idx) + self.pos_emb(positions))  # (B, T, D)
         for block in self.blocks:
             x = block(x)
-        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        # fp32 logits whatever the base's dtype (base.dtype): the loss and the metrics' softmax need the range
+        logits = self.lm_head(self.ln_f(x)).float()  # (B, T, V)
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=IGNORE_INDEX)

@@ -23,6 +23,7 @@ def base_build_config(cfg: DictConfig) -> DictConfig:
         build_cfg.regime = pretrain_recipe(cfg)
         build_cfg.seed = cfg.base.seed
         build_cfg.quant.scheme = "none"  # a base is trained in full precision; QLoRA quantizes it after
+        build_cfg.base.dtype = "float32"  # ... and a half-precision base is cast after loading
         # in one process: under DDP, rank 0 builds it before the other ranks are launched
         build_cfg.trainer.devices, build_cfg.trainer.strategy = 1, "auto"
         # The fine-tune's own step limits must not cut the base's training short.

@@ -24,6 +24,7 @@ from minituner.config.validation import validate_config
 from minituner.lora.adapter_io import save_adapter
 from minituner.lora.inject import inject_lora
 from minituner.model.minigpt import MiniGPT
+from minituner.model.precision import cast_frozen_base
 from minituner.quant.linear import quantize_model
 from minituner.quant.storage import quantized_rows, quantized_storage
 from minituner.store.artifacts import weights_bytes, write_json_atomic
@@ -180,12 +181,17 @@ def _run(cfg: DictConfig, callbacks: list, run: RunContext, checkpoint: Path | N
         metrics.update({f"base_{k}": v for k, v in before.items()})
     if base is not None:
         metrics.update(base_dir=str(base.directory), base_sha256=base.weights_sha256)
-    if cfg.quant.scheme != "none":  # quantize the frozen base first, then wrap it with LoRA
+    quantized = cfg.quant.scheme != "none"
+    if quantized:  # quantize the frozen base first (from its fp32 weights), then wrap it with LoRA
         quantize_model(model, cfg.quant.scheme, cfg.quant.check_dequantized)
-        if cfg.evaluate_base:
-            quantized = _test_metrics(trainer, module, datamodule)
-            metrics.update({f"quantized_base_{k}": v for k, v in quantized.items()})
         metrics.update(quant_scheme=cfg.quant.scheme, **quantized_storage(model))
+    if base is not None:
+        metrics["base_dtype"] = cfg.base.dtype
+        cast_frozen_base(model, cfg.base.dtype)  # what is left dense, in base.dtype (a no-op for float32)
+    if cfg.evaluate_base and (quantized or cfg.base.dtype != "float32"):  # the frozen base as stored
+        stored = _test_metrics(trainer, module, datamodule)
+        prefix = "quantized_base_" if quantized else "stored_base_"
+        metrics.update({f"{prefix}{k}": v for k, v in stored.items()})
     if cfg.regime.trainable == "lora":
         inject_lora(model, lora_config(cfg))
     notify(callbacks, "on_model_ready", run)
