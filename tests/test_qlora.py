@@ -74,11 +74,6 @@ def test_trainable_summary_counts_the_quantized_weights():
     assert last == "trainable 36,864 of 257,600 parameters (14.31%)"  # as on the fp32 base
 
 
-def test_merging_into_a_quantized_base_is_refused():
-    with pytest.raises(TypeError, match="cannot merge into a QuantizedLinear"):
-        qlora_model().blocks[0].attn.q_proj.merge()
-
-
 @pytest.mark.parametrize("regime", ["full", "pretrain"])
 def test_a_quantized_base_with_a_regime_that_trains_it_is_rejected(make_cfg, regime):
     with pytest.raises(ConfigError, match=rf"quant.scheme='nf4_dq' with regime='{regime}' is not allowed"):
