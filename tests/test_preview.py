@@ -31,7 +31,7 @@ def test_preview_runs_end_to_end_and_caches_base_and_reference(tmp_path):
     assert not cold["base_cached"] and not cold["reference_cached"]
     run_dir = tmp_path / "cold"
     report = (run_dir / "REPORT.md").read_text()
-    for part in ("## A.", "## B.", "## C.", "## D.", "## E.", "at 7B scale", "## What the model writes"):
+    for part in ("## A.", "## B.", "## C.", "## D.", "## E.", "## F.", "at 7B scale", "## What the model writes"):
         assert part in report
     writes = cold["writes"]
     assert set(writes["models"]) == {"base (fp32)", "LoRA (fp32 base)", "QLoRA (NF4 base, part C)"}
@@ -44,9 +44,20 @@ def test_preview_runs_end_to_end_and_caches_base_and_reference(tmp_path):
     assert "QuantizedLinear" in cold["composed_module"]["repr"] and "LoRALinear" in cold["composed_module"]["repr"]
     assert cold["parity"]["mean_abs_diff"] > 0 and cold["swap"]["mean_abs_diff"] > 0  # adapters differ
     assert len(cold["qlora_losses"]) == 5  # one epoch of 5 batches, every step logged
-    lora, qlora = cold["memory"].values()
-    assert qlora["weights"] < lora["weights"] and lora["grads"] == qlora["grads"] and lora["adam"] == qlora["adam"]
-    assert lora["predicted_equals_measured"] and qlora["predicted_equals_measured"]
+    memory = cold["memory"]
+    labels = ["LoRA (fp32 base)", "LoRA (float16 base)", "QLoRA (NF4 + float16 base)", "QLoRA (NF4 base)"]
+    assert sorted(memory) == sorted(labels)  # preview.json's keys are sorted
+    weights = [memory[label]["weights"] for label in labels]
+    assert weights[0] > weights[1] > weights[2] and weights[0] > weights[3] > weights[2]
+    assert len({row["grads"] for row in memory.values()}) == 1 and len({row["adam"] for row in memory.values()}) == 1
+    assert all(row["predicted_equals_measured"] for row in memory.values())
+    assert cold["parity"]["relative_diff"] > 0 and len(cold["parity_context"]) == 3
+    merging = cold["merging"]
+    assert sorted(merging) == ["full_precision", "quantized", "unmerged"]
+    assert merging["unmerged"]["mean_abs_diff"] == 0 and merging["unmerged"]["changed_block_share"] == 0
+    assert all(0 < merging[m]["changed_block_share"] <= 1 and merging[m]["mean_abs_diff"] > 0
+               for m in ("quantized", "full_precision"))  # fmt: skip
+    assert "| merged into the NF4 weights, re-quantized (PEFT's way) |" in report
     assert cold["scale"]["lora_total"] - cold["scale"]["qlora_total"] > 8 * 2**30  # 7B: NF4 saves > 8 GiB
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["base"]["sha256"] == sha256_file(Path(cold["base"]["path"]) / "model.safetensors")

@@ -12,7 +12,6 @@ RSS figures do not contaminate each other.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
@@ -30,16 +29,14 @@ from minituner.apps.runner import start_app
 from minituner.config.nodes import lora_config, model_config
 from minituner.config.shipped import CONF_DIR
 from minituner.generation.verb_task import generation_accuracy, verb_completions, verb_prompts
-from minituner.lora.adapter_io import load_adapter
 from minituner.lora.layer import lora_layers
-from minituner.lora.merge import apply_adapter
 from minituner.memory.footprint import predict
 from minituner.model.minigpt import IGNORE_INDEX, MiniGPTConfig
-from minituner.quant.linear import quantize_model
 from minituner.quant.storage import quantized_storage
+from minituner.reports.merge_fidelity import base_copy, compare_logits, logits_of, merge_fidelity
 from minituner.reports.preview import report_text
 from minituner.store.artifacts import sha256_file, write_json_atomic, write_text_atomic
-from minituner.store.base_cache import LoadedBase, base_dir_for, load_base
+from minituner.store.base_cache import base_dir_for, load_base
 from minituner.store.provenance import git_state, host_info, package_versions
 from minituner.training.metrics import relative_drift
 
@@ -93,21 +90,6 @@ def fixed_batch(cfg: DictConfig, size: int) -> tuple[torch.Tensor, torch.Tensor]
     return batch["input_ids"][:size], batch["targets"][:size] != IGNORE_INDEX
 
 
-@torch.no_grad()
-def logits_of(model, inputs: torch.Tensor) -> torch.Tensor:
-    """Eval-mode logits (no dropout)."""
-    model.eval()
-    return model(inputs)[0]
-
-
-def compare_logits(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> dict:
-    """Mean |a - b| over the scored positions, relative to mean |a|, and top-1 agreement."""
-    diff = (a - b).abs()[mask].mean().item()
-    scale = a.abs()[mask].mean().item()
-    agree = (a.argmax(-1) == b.argmax(-1))[mask].float().mean().item()
-    return {"mean_abs_diff": diff, "mean_abs_logit": scale, "relative_diff": diff / scale, "top1_agreement": agree}
-
-
 def step_losses(run_dir: Path) -> list[float]:
     """The per-step ``train/loss`` values of a run, from its TensorBoard events."""
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
@@ -152,33 +134,41 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
     base = load_base(base_dir_for(cfg), model_config(cfg))
     inputs, mask = fixed_batch(cfg, cfg.preview.batch_size)
 
-    # A + B: the reference adapter on the unquantized base (model A) and on the NF4 base (model B)
-    model_a, _ = apply_adapter(base.directory, reference_dir)
-    model_b = quantized_copy(base, cfg.preview.quant, reference_dir)
+    # A + B: the reference adapter on the half-precision base (model A) and on the NF4 base (model B,
+    # the rest of it in the same half precision), then the same on fp32 as context
+    half, scheme = cfg.preview.half_dtype, cfg.preview.quant
+    model_a, model_b = base_copy(base, "none", half, reference_dir), base_copy(base, scheme, half, reference_dir)
     first_adapted = next(iter(lora_layers(model_b)))
     logits_a, logits_b = logits_of(model_a, inputs), logits_of(model_b, inputs)
     parity = compare_logits(logits_a, logits_b, mask) | {"tolerance": cfg.preview.tolerance, "batch": len(inputs)}
     parity["within_tolerance"] = parity["relative_diff"] <= cfg.preview.tolerance
-    bare = quantized_copy(base, cfg.preview.quant)
-    base_parity = compare_logits(logits_of(base.model, inputs), logits_of(bare, inputs), mask)
+    lora_fp32 = base_copy(base, adapter_dir=reference_dir)
+    qlora_fp32 = base_copy(base, scheme, adapter_dir=reference_dir)
+    logits_fp32, logits_nf4 = logits_of(lora_fp32, inputs), logits_of(qlora_fp32, inputs)
+    context = {"fp32 base vs NF4 base (fp32 compute)": compare_logits(logits_fp32, logits_nf4, mask),
+               f"fp32 base vs {half} base": compare_logits(logits_fp32, logits_a, mask),
+               "bare bases, no adapter: fp32 vs NF4": compare_logits(
+                   logits_of(base.model, inputs), logits_of(base_copy(base, scheme), inputs), mask)}  # fmt: skip
 
-    # C + D: one epoch of QLoRA training, and a short LoRA run for its memory at step 2 (in parallel)
-    runs = {"LoRA (fp32 base)": run_dir / "lora_run", "QLoRA (NF4 base)": run_dir / "qlora_run"}
+    # C + D: one epoch of QLoRA training; short LoRA / QLoRA runs for their memory at step 2 (in parallel)
+    runs = {
+        "LoRA (fp32 base)": run_dir / "lora_run",
+        f"LoRA ({half} base)": run_dir / f"lora_{half}_run",
+        f"QLoRA (NF4 + {half} base)": run_dir / f"qlora_{half}_run",
+        "QLoRA (NF4 base)": run_dir / "qlora_run",
+    }
     # The base was measured when the reference adapter was trained, and the test set measures
     # the result: no validation passes needed here.
     fast = ["evaluate_base=false", "trainer.limit_val_batches=0"]
     epoch = [f"regime.max_epochs={cfg.preview.epochs}", "trainer.log_every_n_steps=1", *fast]
     short = ["trainer.max_steps=3", "trainer.limit_test_batches=1", *fast]
+    lora = [*forwarded, "regime=lora"]
     metrics = training_runs(
         {
-            runs["LoRA (fp32 base)"]: [*forwarded, "regime=lora", "quant=none", *short],
-            runs["QLoRA (NF4 base)"]: [
-                *forwarded,
-                "regime=lora",
-                f"quant={cfg.preview.quant}",
-                "callbacks.nan_guard.policy=raise",
-                *epoch,
-            ],
+            runs["LoRA (fp32 base)"]: [*lora, "quant=none", *short],
+            runs[f"LoRA ({half} base)"]: [*lora, "quant=none", f"base.dtype={half}", *short],
+            runs[f"QLoRA (NF4 + {half} base)"]: [*lora, f"quant={scheme}", f"base.dtype={half}", *short],
+            runs["QLoRA (NF4 base)"]: [*lora, f"quant={scheme}", "callbacks.nan_guard.policy=raise", *epoch],
         },
         cfg.paths.outputs_dir,
     )
@@ -188,11 +178,14 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
     losses = step_losses(runs["QLoRA (NF4 base)"])
 
     # E: adapter swap on the NF4 base
-    swapped = quantized_copy(base, cfg.preview.quant, runs["QLoRA (NF4 base)"] / "adapter")
-    swap = compare_logits(logits_b, logits_of(swapped, inputs), mask)
+    swapped = base_copy(base, scheme, adapter_dir=runs["QLoRA (NF4 base)"] / "adapter")
+    swap = compare_logits(logits_nf4, logits_of(swapped, inputs), mask)
+
+    # F: the reference adapter merged into the NF4 base, both ways, against serving it unmerged
+    merging = merge_fidelity(base, reference_dir, scheme, (inputs, mask), instantiate(cfg.data), base_ppl)
 
     # What the model writes: the base, LoRA on the fp32 base, QLoRA's adapter on the NF4 base
-    writers = {"base (fp32)": base.model, "LoRA (fp32 base)": model_a, "QLoRA (NF4 base, part C)": swapped}
+    writers = {"base (fp32)": base.model, "LoRA (fp32 base)": lora_fp32, "QLoRA (NF4 base, part C)": swapped}
     accuracies = {"base (fp32)": reference_metrics["base_irregular_acc"],
                   "LoRA (fp32 base)": reference_metrics["irregular_acc"],
                   "QLoRA (NF4 base, part C)": qlora_metrics["irregular_acc"]}  # fmt: skip
@@ -209,14 +202,17 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
         "qlora_adapter": {"path": str(qlora_adapter.parent), "sha256": sha256_file(qlora_adapter)},
         "composed_module": {"name": first_adapted, "repr": repr(model_b.get_submodule(first_adapted))},
         "quantized_storage": quantized_storage(model_b),
+        "half_dtype": half,
+        "quant": scheme,
         "parity": parity,
-        "base_parity": base_parity,
+        "parity_context": context,
         "qlora_losses": losses,
         "qlora_metrics": qlora_metrics,
         "base_metrics": {k: v for k, v in reference_metrics.items() if k.startswith("base_")},
         "memory": memory_rows(runs),
         "scale": scale_savings(cfg),
         "swap": swap,
+        "merging": merging,
         "writes": writes,
         "lora": OmegaConf.to_container(cfg.lora),
     }
@@ -239,15 +235,6 @@ def what_the_model_writes(cfg: DictConfig, models: dict[str, nn.Module], logprob
                                    "logprob_acc": logprob_acc[label]}  # fmt: skip
         result["showcase"][label] = verb_completions(model, showcase)
     return result
-
-
-def quantized_copy(base: LoadedBase, scheme: str, adapter_dir: Path | None = None) -> nn.Module:
-    """A copy of the base quantized to ``scheme`` (dequantized weights checked), with an adapter if given."""
-    model = copy.deepcopy(base.model)
-    quantize_model(model, scheme, check_dequantized=True)
-    if adapter_dir is not None:
-        load_adapter(model, adapter_dir, base.weights_sha256)
-    return model
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="preview")
