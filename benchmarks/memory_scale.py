@@ -1,8 +1,9 @@
-"""Training memory of the ~100M preset on CPU: full fine-tuning, LoRA and QLoRA. Prints JSON.
+"""Training memory of the ~100M preset on CPU: full fine-tuning, LoRA and QLoRA (fp32 and bf16 bases). Prints JSON.
 
 Each regime runs in its own process (so RSS belongs to it alone): build the preset from random
 weights (``conf/model/minigpt_100m.yaml``), quantize the base to NF4 + double quantization for
-QLoRA, inject the default LoRA (r=8 on the MLP linears), run two AdamW training steps on a
+QLoRA, store the rest of the frozen base in bf16 for the ``_bf16`` rows, inject the default LoRA
+(r=8 on the MLP linears), run two AdamW training steps on a
 batch of 4 x 128 tokens, then read the exact tensor ledger (weights / grads / Adam bytes) and
 the peak RSS, beside the memory calculator's prediction for the same config. Goals: QLoRA's
 peak clearly below LoRA's; measured tensor bytes within 2% of the prediction for every regime.
@@ -26,7 +27,7 @@ from minituner.memory.footprint import predict
 from minituner.memory.ledger import process_memory, tensor_ledger
 
 MODEL = "minigpt_100m"
-REGIMES = ("full", "lora", "qlora")
+REGIMES = ("full", "lora", "qlora", "lora_bf16", "qlora_bf16")
 BUCKETS = ("weights", "grads", "adam")
 FIGURE = Path(__file__).parent / "figures" / "memory_scale_100m.png"
 MIB = 2**20
@@ -48,8 +49,9 @@ def child(regime: str) -> dict:
     measured = tensor_ledger(model, optimizer)  # gradients kept: the peak of a step holds them
     memory = process_memory()
     predicted = predict(
-        config, regime, lora=None if regime == "full" else LORA, quant="nf4_dq" if regime == "qlora" else "none",
-        precision="fp32", batch_size=batch_size, seq_len=seq,
+        config, regime, lora=None if regime == "full" else LORA,
+        quant="nf4_dq" if regime.startswith("qlora") else "none", precision="fp32", batch_size=batch_size,
+        seq_len=seq, base_dtype="bfloat16" if regime.endswith("_bf16") else "float32",
     ).to_dict()  # fmt: skip
     tensors = {b: measured[b] for b in BUCKETS}
     return {
@@ -90,7 +92,7 @@ def plot(rows: list[dict]) -> None:
     axes.plot(labels, [r["peak_rss_bytes"] / MIB for r in rows], "kD", label="peak RSS")
     axes.plot(labels, [r["predicted"]["total"] / MIB for r in rows], "r_", markersize=40, label="predicted tensors")
     axes.set_ylabel("MiB")
-    axes.set_title(f"{MODEL}: tensors after two AdamW steps and peak RSS (CPU, fp32)")
+    axes.set_title(f"{MODEL}: tensors after two AdamW steps and peak RSS (CPU; _bf16: bf16 frozen base)")
     axes.legend()
     figure.tight_layout()
     FIGURE.parent.mkdir(exist_ok=True)

@@ -8,6 +8,8 @@ accuracy target (>= 95%); and the machine (CPU, kernel ISA, threads), since base
 
     python benchmarks/seed_robustness.py                       # 3 base seeds x 3 seeds, LoRA + QLoRA
     python benchmarks/seed_robustness.py --base-seeds 1234 --seeds 1 2 --recipes lora
+    python benchmarks/seed_robustness.py --recipes lora lora_bf16 --jobs 2 \
+        --json-out benchmarks/results/half_precision_seeds.json        # fp32 vs bf16 frozen base
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ from cli_runs import emit_json, share_cores, timed_run
 
 from minituner.store.provenance import host_info
 
-RECIPES = {"lora": [], "qlora": ["experiment=qlora"]}
+RECIPES = {
+    "lora": [],
+    "qlora": ["experiment=qlora"],
+    # the same recipes on a half-precision frozen base (base.dtype; adapters stay fp32)
+    "lora_bf16": ["base.dtype=bfloat16"],
+    "lora_fp16": ["base.dtype=float16"],
+    "qlora_bf16": ["experiment=qlora", "base.dtype=bfloat16"],
+}
 MAX_DRIFT, MIN_GAIN_POINTS, TARGET_ACC = 0.05, 10.0, 0.95
 
 

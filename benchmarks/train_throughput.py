@@ -1,8 +1,9 @@
 """Training step time of minituner against a plain PyTorch loop and PEFT, on CPU. Prints JSON.
 
 For the default MiniGPT and the ~100M preset (``conf/model/minigpt_100m.yaml``, random weights),
-and for full fine-tuning, LoRA (the default: r=8 on the MLP linears) and QLoRA (the same on an
-NF4 + double-quantized base), times in one process, on the same model and the same batch:
+and for full fine-tuning, LoRA (the default: r=8 on the MLP linears), QLoRA (the same on an
+NF4 + double-quantized base) and both on a bf16 frozen base (``lora_bf16``, ``qlora_bf16``: what
+``base.dtype=bfloat16`` stores; adapters stay fp32), times in one process, on the same model and the same batch:
 
 * ``plain``: a hand-written loop (forward, backward, clip the gradient norm to 1, AdamW step,
   zero the gradients);
@@ -40,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from minituner.config.shipped import CONF_DIR
 from minituner.lora.inject import LoRAConfig, inject_lora
 from minituner.model.minigpt import MiniGPT, MiniGPTConfig
+from minituner.model.precision import cast_frozen_base
 from minituner.quant.linear import quantize_model
 from minituner.training.module import MiniGPTModule
 
@@ -63,13 +65,18 @@ def shape(name: str) -> MiniGPTConfig:
     return MiniGPTConfig(**fields)
 
 
+REGIMES = ("full", "lora", "qlora", "lora_bf16", "qlora_bf16")
+
+
 def build(config: MiniGPTConfig, regime: str) -> MiniGPT:
-    """A seeded model set up for ``regime``: full, lora or qlora."""
+    """A seeded model set up for ``regime``: full, lora, qlora, or lora / qlora on a bf16 base (``_bf16``)."""
     torch.manual_seed(0)
     model = MiniGPT(config)
-    if regime == "qlora":
+    if regime.startswith("qlora"):
         quantize_model(model, "nf4_dq")
-    if regime in ("lora", "qlora"):
+    if regime.endswith("_bf16"):
+        cast_frozen_base(model, "bfloat16")  # the rest of the frozen base in bf16, as base.dtype=bfloat16 does
+    if regime != "full":
         inject_lora(model, LORA)
     return model.train()
 
@@ -186,24 +193,24 @@ def summary(times: list[float], tokens: int) -> dict:
     return {"median_step_s": round(median, 5), "tokens_per_s": round(tokens / median, 1), "steps": len(times)}
 
 
-def variants(config: MiniGPTConfig, batch: dict, warmup: int, steps: int) -> dict:
+def variants(config: MiniGPTConfig, batch: dict, warmup: int, steps: int, regimes: list[str]) -> dict:
     """(regime, loop) -> a function timing that loop once: seconds per timed step."""
     loops = {}
-    for regime in ("full", "lora", "qlora"):
+    for regime in regimes:
         loops[regime, "plain"] = lambda r=regime: plain_loop(build(config, r), batch, warmup, steps)
         loops[regime, "minituner"] = lambda r=regime: minituner_loop(build(config, r), batch, warmup, steps)
-    if peft is not None:
+    if peft is not None and "lora" in regimes:
         loops["lora", "peft"] = lambda: peft_loop(config, batch, warmup, steps)
-    if peft is not None and bitsandbytes is not None:
+    if peft is not None and bitsandbytes is not None and "qlora" in regimes:
         loops["qlora", "peft_bitsandbytes"] = lambda: peft_loop(config, batch, warmup, steps, quantized=True)
     return loops
 
 
-def measure(name: str, batch_shape: tuple[int, int], warmup: int, steps: int, rounds: int) -> dict:
+def measure(name: str, batch_shape: tuple[int, int], warmup: int, steps: int, rounds: int, regimes: list[str]) -> dict:
     """Every variant ``rounds`` times in turn (so a slow spell of the machine hits them all alike)."""
     config = shape(name)
     batch_size, seq = batch_shape
-    loops = variants(config, fixed_batch(config, batch_size, seq), warmup, steps)
+    loops = variants(config, fixed_batch(config, batch_size, seq), warmup, steps, regimes)
     times: dict = {key: [] for key in loops}
     for _ in range(rounds):
         for key, loop in loops.items():
@@ -216,12 +223,14 @@ def measure(name: str, batch_shape: tuple[int, int], warmup: int, steps: int, ro
         return round(rows[regime][loop]["median_step_s"] / rows[other_regime][other_loop]["median_step_s"], 3)
 
     ratios = {f"{r}_minituner_vs_plain": ratio(r, "minituner", r, "plain") for r in rows}
-    ratios["qlora_vs_lora_minituner"] = ratio("qlora", "minituner", "lora", "minituner")
-    ratios["qlora_vs_lora_plain"] = ratio("qlora", "plain", "lora", "plain")
-    if "peft" in rows["lora"]:
+    for other in ("qlora", "lora_bf16", "qlora_bf16"):
+        if other in rows and "lora" in rows:
+            ratios[f"{other}_vs_lora_minituner"] = ratio(other, "minituner", "lora", "minituner")
+            ratios[f"{other}_vs_lora_plain"] = ratio(other, "plain", "lora", "plain")
+    if "peft" in rows.get("lora", {}):
         ratios["lora_minituner_vs_peft"] = ratio("lora", "minituner", "lora", "peft")
         ratios["lora_plain_vs_peft"] = ratio("lora", "plain", "lora", "peft")
-    if "peft_bitsandbytes" in rows["qlora"]:
+    if "peft_bitsandbytes" in rows.get("qlora", {}):
         ratios["qlora_minituner_vs_peft_bitsandbytes"] = ratio("qlora", "minituner", "qlora", "peft_bitsandbytes")
         ratios["qlora_vs_lora_peft_bitsandbytes"] = ratio("qlora", "peft_bitsandbytes", "lora", "peft")
     return {
@@ -239,6 +248,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement (after 2 warm-up steps)")
     parser.add_argument("--rounds", type=int, default=3, help="measurements of each variant, taken in turn")
     parser.add_argument("--batch", type=parse_batch, help="sequences x tokens, e.g. 4x256 (default: per model)")
+    parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=REGIMES,
+                        help="_bf16: the frozen base (but NF4 codes) stored in bf16, adapters fp32")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(2)  # the development machine's cores; the same for every measurement
     torch.use_deterministic_algorithms(True)  # as the cpu trainer config runs
@@ -247,7 +258,7 @@ def main() -> None:
         "peft": getattr(peft, "__version__", None),
         "bitsandbytes": getattr(bitsandbytes, "__version__", None),
         "models": {
-            name: measure(name, args.batch or BATCHES[name], warmup=2, steps=args.steps, rounds=args.rounds)
+            name: measure(name, args.batch or BATCHES[name], 2, args.steps, args.rounds, args.regimes)
             for name in args.models
         },
     }
