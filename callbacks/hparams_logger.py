@@ -15,6 +15,7 @@ from minituner.training.run_hooks import RunContext, RunHooks
 HPARAM_KEYS = {
     "regime": "regime.name",
     "quant": "quant.scheme",
+    "base_dtype": "base.dtype",
     "model": "model.name",
     "lora_r": "lora.r",
     "lora_alpha": "lora.alpha",
