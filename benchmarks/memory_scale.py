@@ -81,7 +81,7 @@ def table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict]) -> None:
-    figure = Figure(figsize=(8, 4.5))
+    figure = Figure(figsize=(9, 4.5))
     axes = figure.subplots()
     labels = [r["regime"] for r in rows]
     bottoms = [0.0] * len(rows)
@@ -92,7 +92,7 @@ def plot(rows: list[dict]) -> None:
     axes.plot(labels, [r["peak_rss_bytes"] / MIB for r in rows], "kD", label="peak RSS")
     axes.plot(labels, [r["predicted"]["total"] / MIB for r in rows], "r_", markersize=40, label="predicted tensors")
     axes.set_ylabel("MiB")
-    axes.set_title(f"{MODEL}: tensors after two AdamW steps and peak RSS (CPU; _bf16: bf16 frozen base)")
+    axes.set_title(f"{MODEL}: tensors after two AdamW steps, peak RSS (CPU; _bf16: bf16 frozen base)", fontsize=10)
     axes.legend()
     figure.tight_layout()
     FIGURE.parent.mkdir(exist_ok=True)
