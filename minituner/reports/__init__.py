@@ -4,5 +4,5 @@ from minituner._exports import lazy_exports
 
 __all__, __getattr__ = lazy_exports(
     __name__,
-    {"preview": ["report_text"], "sweep": ["SweepReport", "write_sweep_report"]},
+    {"preview": ["report_text"], "merge_fidelity": ["merge_fidelity"], "sweep": ["SweepReport", "write_sweep_report"]},
 )

@@ -9,6 +9,7 @@ __all__, __getattr__ = lazy_exports(
         "module": ["MiniGPTModule"],
         "checkpoint_plugin": ["SafeCheckpointIO"],
         "metrics": ["evaluation_metrics", "relative_drift"],
+        "evaluation": ["evaluate_on_test_split"],
         "schedules": ["warmup_cosine"],
         "run_hooks": ["RunContext", "RunHooks"],
     },
