@@ -109,6 +109,10 @@ def test_lora_run_writes_a_peft_adapter_and_the_same_seed_gives_the_same_adapter
 def test_qlora_run_builds_its_base_reports_the_quantized_base_and_writes_an_adapter(tmp_path):
     done = run_train(tmp_path, "qlora", "experiment=qlora", *QUICK)  # no base yet: built unquantized first
     assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr  # what the terminal shows: no repeated notices, steps counted, a summary
+    assert "weights_only" not in output and "Tip: For seamless" not in output and "LeafSpec" not in output
+    assert "step 3/3" in output and "Epoch 0/-2" not in output
+    assert f"adapter: {tmp_path / 'qlora' / 'adapter'}" in done.stdout and "irregular accuracy" in done.stdout
     assert artifact_set(tmp_path / "qlora") == (
         RUN_FILES | TB_FILES | ADAPTER_FILES | BUILD_FILES | {f"base_build/{f}" for f in TB_FILES}
     )

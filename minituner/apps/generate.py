@@ -33,6 +33,7 @@ from minituner.lora.adapter_io import AdapterError
 from minituner.model.tokenizer import ByteTokenizer
 from minituner.store.artifacts import write_json_atomic, write_text_atomic
 from minituner.store.base_cache import BaseCheckpointError, load_base
+from minituner.training.terminal import quiet_library_notices
 
 # Keys whose values are free text: given plainly on the command line they are quoted for Hydra's
 # grammar (which refuses "it's" or "### Instruction:" unquoted), and a repeated key becomes a list.
@@ -172,6 +173,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 def main() -> None:
     """Console entry point ``minituner-generate``: exit 2 for a bad config, prompt or adapter."""
     sys.argv[1:] = text_overrides(sys.argv[1:])
+    quiet_library_notices()
     _hydra_main()
 
 

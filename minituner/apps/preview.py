@@ -39,6 +39,7 @@ from minituner.store.artifacts import sha256_file, write_json_atomic, write_text
 from minituner.store.base_cache import base_dir_for, load_base
 from minituner.store.provenance import git_state, host_info, package_versions
 from minituner.training.metrics import relative_drift
+from minituner.training.terminal import quiet_library_notices
 
 GIB, MIB = 2**30, 2**20
 
@@ -240,6 +241,7 @@ def what_the_model_writes(cfg: DictConfig, models: dict[str, nn.Module], logprob
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="preview")
 def main(cfg: DictConfig) -> None:
     """Console entry point ``minituner-preview``."""
+    quiet_library_notices()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     forwarded = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(("preview.", "paths."))]
     results = run_preview(cfg, run_dir, forwarded)

@@ -1,0 +1,86 @@
+"""What a run prints: library notices that say nothing filtered out, a progress bar that counts steps.
+
+Lightning repeats some notices at every checkpoint or run start that tell a minituner user
+nothing (our checkpoints are safetensors, so ``weights_only`` has no pickle to guard; limits of
+1.0 are the default; an advertisement). They are dropped by message; every other log line and
+warning, Lightning's included, still shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+from lightning.pytorch.callbacks import RichProgressBar
+
+NOTICES = (
+    "`weights_only` was not set",  # at every checkpoint save
+    "Tip: For seamless cloud logging",  # an advertisement at every Trainer
+    "TPU available:",
+    "HPU available:",
+    "=1.0)` was configured so 100% of the batches",  # the default, once per limit
+    "Trainer already configured with model summary callbacks",  # ours is in callbacks=default on purpose
+)
+NOTICE_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.pytorch.trainer.connectors.checkpoint_connector",
+)
+NOISE_WARNINGS = (
+    r".*isinstance\(treespec, LeafSpec\)",  # Lightning against this torch: a deprecation inside Lightning
+    r"Precision bf16-mixed is not supported by the model summary",  # the summary's size estimate only
+)
+
+
+class _DropNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(notice in message for notice in NOTICES)
+
+
+def quiet_library_notices() -> None:
+    """Drop ``NOTICES`` from Lightning's loggers and ignore ``NOISE_WARNINGS`` (idempotent)."""
+    for name in NOTICE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNotices) for f in logger.filters):
+            logger.addFilter(_DropNotices())
+    for pattern in NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+class StepProgressBar(RichProgressBar):
+    """Lightning's rich progress bar; a run bounded by steps reads ``step N/M`` instead of ``Epoch 3/-2``."""
+
+    def _get_train_description(self, current_epoch: int) -> str:  # Lightning's hook for the bar's label
+        if self.trainer.max_steps > 0:
+            return f"step {self.trainer.global_step}/{self.trainer.max_steps}"
+        return super()._get_train_description(current_epoch)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if trainer.max_steps > 0 and self.progress is not None and self.train_progress_bar_id is not None:
+            self.progress.update(self.train_progress_bar_id, description=self._get_train_description(0))
+
+
+def run_summary(run_dir: str, metrics: dict) -> str:
+    """Where a finished run left its artifacts, and its three headline figures (test split)."""
+    product = next(((key, metrics[key]) for key in ("adapter_dir", "model_dir") if key in metrics), None)
+    lines = [f"run directory: {run_dir}"]
+    if product:
+        lines.append(f"{product[0].removesuffix('_dir')}: {product[1]}")
+    elif metrics.get("regime") == "pretrain" and "base_dir" in metrics:
+        lines.append(f"base: {metrics['base_dir']}")
+    figures = []
+    for key, label in (("irregular_acc", "irregular accuracy"), ("label_acc", "label accuracy")):
+        if key in metrics:
+            base = metrics.get(f"base_{key}")
+            figures.append(f"{label} {metrics[key]:.2%}" + (f" (base {base:.2%})" if base is not None else ""))
+    if "regular_ppl_drift" in metrics:
+        figures.append(f"control drift {metrics['regular_ppl_drift']:+.2%}")
+    elif "regular_ppl" in metrics:
+        figures.append(f"control ppl {metrics['regular_ppl']:.4f}")
+    if "ppl" in metrics:
+        figures.append(f"test ppl {metrics['ppl']:.4f}")
+    if figures:
+        lines.append(" | ".join(figures))
+    return "\n".join(lines)
