@@ -5,8 +5,8 @@ so the checks that protect a user's directory must run earlier, in ``on_run_star
 goes only into a new or empty directory or a run of the same config, ``resume=`` must name a
 run directory, and a directory another live process holds is refused with the holder named.
 For ``minituner-train`` the whole config validation runs here (``base.path``, the trainer's
-hardware...), for ``minituner-generate`` its prompts, adapters and base. Each refusal prints its
-reason and exits 2 with nothing written.
+hardware...), for ``minituner-generate`` its prompts, adapters and base, for ``minituner-data`` its
+data file. Each refusal prints its reason and exits 2 with nothing written.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from omegaconf import DictConfig, open_dict
 from minituner.config.destinations import run_dir_problems
 from minituner.config.errors import ConfigError
 from minituner.config.generation import plan_generation
-from minituner.config.validation import validate_config
+from minituner.config.validation import inspection_problems, validate_config
 from minituner.store.run_directory import busy_message, lock_holder
 
 SWEEP_MARKER = "multirun.yaml"  # Hydra writes it into every sweep directory
@@ -62,6 +62,10 @@ class RunDirectoryGuard(Callback):
                     plan_generation(task)
                 except ConfigError as error:
                     _refuse(str(error))
+            elif config_name == "inspect_data":  # the data file, before Hydra writes
+                problems = inspection_problems(task)
+                if problems:
+                    _refuse(str(ConfigError(problems)))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 APPS = {
     "train": "train", "preview": "preview", "count": "count", "merge": "merge", "generate": "generate",
-    "sweep-report": "sweep_report",
+    "sweep-report": "sweep_report", "data": "data",
 }  # fmt: skip
 
 

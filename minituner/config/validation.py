@@ -163,6 +163,22 @@ def base_dtype_problems(cfg: DictConfig) -> list[str]:
     return []
 
 
+INSPECT_SPLITS = ("train", "val", "test")
+
+
+def inspection_problems(cfg: DictConfig) -> list[str]:
+    """Problems of a ``minituner-data`` config: its ``inspect`` keys, the model shape, the data (file)."""
+    problems = unknown_key_problems(cfg)
+    if problems:
+        return problems
+    _positive_int(cfg, "inspect.examples", problems)
+    split = OmegaConf.select(cfg, "inspect.split")
+    if split not in INSPECT_SPLITS:
+        problems.append(f"inspect.split={split!r} is not allowed: must be one of {list(INSPECT_SPLITS)}")
+    problems += model_problems(cfg.model) + regime_problems(cfg.regime)
+    return problems + data_problems(cfg)
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise one ``ConfigError`` listing every problem of ``cfg``; return if there is none."""
     unknown = unknown_key_problems(cfg)

@@ -42,7 +42,7 @@ class LanguageModelingDataset(Dataset):
         self, examples: list[tuple[str, str]], tokenizer: ByteTokenizer, block_size: int, kind: str, pack: bool = False
     ):
         self.kind = kind
-        sequences = [_labelled_ids(prompt, text, tokenizer, block_size) for prompt, text in examples]
+        sequences = [labelled_ids(prompt, text, tokenizer, block_size) for prompt, text in examples]
         if pack:  # windows of block_size + 1 tokens that overlap by one: each token is a target once
             ids = [i for sequence, _ in sequences for i in sequence]
             labels = [label for _, sequence_labels in sequences for label in sequence_labels]
@@ -68,7 +68,7 @@ class LanguageModelingDataset(Dataset):
         return {"kind": self.kind, "input_ids": torch.stack(inputs), "targets": torch.stack(targets)}
 
 
-def _labelled_ids(prompt: str, text: str, tokenizer: ByteTokenizer, block_size: int) -> tuple[list[int], list[int]]:
+def labelled_ids(prompt: str, text: str, tokenizer: ByteTokenizer, block_size: int) -> tuple[list[int], list[int]]:
     """BOS + ``text`` + EOS as ids, and the same ids with the BOS and prompt tokens ignored."""
     ids = tokenizer.encode(text, bos=True, eos=True)
     if len(ids) > block_size + 1:
@@ -210,6 +210,11 @@ class VerbDataModule(L.LightningDataModule):
         prompts = verb_prompts(self.corpus.splits["irregular_val"], per_verb_and_form=1)
         ordered = prompts[::2] + prompts[1::2]  # past simple of every verb, then the participles
         return [(p.prompt, p.correct) for p in ordered[:count]]
+
+    def text_splits(self) -> dict[str, list[tuple[str, str]]]:
+        """The ``(prompt, text)`` examples of training and of the held-out loss, by stage (train, val, test)."""
+        splits = {"train": self.train_split, **self.lm_splits}
+        return {stage: self.corpus.prompted_texts(split) for stage, split in splits.items() if split is not None}
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled (seeded) loader over the training split."""

@@ -222,6 +222,11 @@ class InstructionDataModule(VerbDataModule):
         """The first held-out records as ``(prompt, expected output)`` pairs (logged at each validation)."""
         return [(r.prompt, r.output) for r in self.splits[1][:count]]
 
+    def text_splits(self) -> dict[str, list[tuple[str, str]]]:
+        """The records as ``(prompt, text)`` examples: train, and the held-out split (validation and test)."""
+        train, held_out = ([(r.prompt, r.text) for r in records] for records in self.splits)
+        return {"train": train, "val": held_out, "test": held_out}
+
     def train_dataloader(self) -> DataLoader:
         """Shuffled (seeded) loader over the training records, one padded row each."""
         return self._loader(self._records(self.splits[0]), shuffle=True)
