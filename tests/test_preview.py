@@ -22,13 +22,18 @@ TINY = [
 def run_preview(tmp_path: Path, name: str) -> dict:
     done = run_app("preview", f"hydra.run.dir={tmp_path}/{name}", f"paths.outputs_dir={tmp_path}/outputs", *TINY)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((tmp_path / name / "preview.json").read_text())
+    # it talks: every part announced with its time, the training children's lines relayed with their names
+    parts = [line for line in done.stdout.splitlines() if line.startswith("> ")]
+    assert [p.split(":")[0] for p in parts][1:] == ["> A + B", "> C + D", "> E", "> F", "> what the model writes"]
+    assert done.stdout.count("  done in ") == len(parts) and "[qlora_run] run directory:" in done.stdout
+    return json.loads((tmp_path / name / "preview.json").read_text()) | {"stdout": done.stdout}
 
 
 @pytest.mark.slow
 def test_preview_runs_end_to_end_and_caches_base_and_reference(tmp_path):
     cold = run_preview(tmp_path, "cold")
     assert not cold["base_cached"] and not cold["reference_cached"]
+    assert "] [" in cold["stdout"] and "no base at" in cold["stdout"]  # relayed: the reference run builds the base
     run_dir = tmp_path / "cold"
     report = (run_dir / "REPORT.md").read_text()
     for part in ("## A.", "## B.", "## C.", "## D.", "## E.", "## F.", "at 7B scale", "## What the model writes"):

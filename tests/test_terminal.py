@@ -4,7 +4,8 @@ import logging
 import warnings
 from types import SimpleNamespace
 
-from minituner.training.terminal import StepProgressBar, quiet_library_notices, run_summary
+from minituner.apps.runner import RelayedApp
+from minituner.training.terminal import StepProgressBar, plain_progress, quiet_library_notices, run_summary
 
 
 def test_library_notices_are_dropped_and_everything_else_still_shows(caplog):
@@ -53,3 +54,20 @@ def test_the_summary_names_the_artifact_and_the_three_headline_figures():
         "base: bases/minigpt-1",
         "irregular accuracy 0.00% | control ppl 1.2500 | test ppl 1.3000",
     ]
+
+
+def test_off_a_terminal_the_bar_prints_plain_progress_lines(capsys):
+    trainer = SimpleNamespace(max_steps=75, max_epochs=-1, global_step=40, current_epoch=0,
+                              callback_metrics={"train/loss": 0.3312})  # fmt: skip
+    assert plain_progress(trainer) == "progress: step 40/75 (epoch 0) train/loss 0.331"
+    StepProgressBar(plain_interval=0.0).print_plain_progress(trainer)  # pytest's captured stdout: no terminal
+    assert capsys.readouterr().out == "progress: step 40/75 (epoch 0) train/loss 0.331\n"
+    StepProgressBar(plain_interval=60.0).print_plain_progress(trainer)  # not yet: nothing
+    assert capsys.readouterr().out == ""
+
+
+def test_a_relayed_app_shows_the_lines_it_is_asked_to_and_keeps_the_last_ones(capsys):
+    child = RelayedApp("count", "counting", "--help", show=lambda line: "powered by Hydra" in line, keep=3)
+    assert child.wait() == 0
+    assert capsys.readouterr().out == "  [counting] count is powered by Hydra.\n"
+    assert len(child.tail) == 3

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from minituner.apps.runner import start_app
+from minituner.apps.runner import RelayedApp
 from minituner.config.nodes import lora_config, model_config
 from minituner.config.shipped import CONF_DIR
 from minituner.generation.verb_task import generation_accuracy, verb_completions, verb_prompts
@@ -39,7 +39,7 @@ from minituner.store.artifacts import sha256_file, write_json_atomic, write_text
 from minituner.store.base_cache import base_dir_for, load_base
 from minituner.store.provenance import git_state, host_info, package_versions
 from minituner.training.metrics import relative_drift
-from minituner.training.terminal import quiet_library_notices
+from minituner.training.terminal import PROGRESS_PREFIX, quiet_library_notices
 
 GIB, MIB = 2**30, 2**20
 
@@ -50,18 +50,52 @@ def training_runs(runs: dict[Path, list[str]], outputs_dir: str) -> dict[Path, d
     Returns:
         Each run directory's metrics.
 
+    Their progress lines are shown as they come, each with its run directory's name.
+
     Raises:
-        RuntimeError: A run failed; names its command and shows the end of its stderr.
+        RuntimeError: A run failed; names its command and shows its last lines.
     """
-    processes = {}
-    for run_dir, overrides in runs.items():
-        process = start_app("train", *overrides, f"hydra.run.dir={run_dir}", f"paths.outputs_dir={outputs_dir}")
-        processes[run_dir] = process
-    for process in processes.values():
-        _, stderr = process.communicate()
-        if process.returncode != 0:
-            raise RuntimeError(f"{' '.join(process.args)} failed (exit {process.returncode}):\n{stderr[-3000:]}")
+    children = {
+        run_dir: RelayedApp(
+            "train",
+            run_dir.name,
+            *overrides,
+            f"hydra.run.dir={run_dir}",
+            f"paths.outputs_dir={outputs_dir}",
+            show=_worth_showing,
+        )  # fmt: skip
+        for run_dir, overrides in runs.items()
+    }
+    for child in children.values():
+        code = child.wait()
+        if code != 0:
+            tail = "\n".join(child.tail)
+            raise RuntimeError(f"{' '.join(child.process.args)} failed (exit {code}); its last lines:\n{tail}")
     return {run_dir: json.loads((run_dir / "metrics.json").read_text()) for run_dir in runs}
+
+
+def _worth_showing(line: str) -> bool:
+    """A training child's progress lines (every few seconds) and where it wrote its run."""
+    return line.startswith((PROGRESS_PREFIX, "run directory:")) or "no base at" in line
+
+
+class StageClock:
+    """Announces each part of the preview as it starts, and how long the one before took."""
+
+    def __init__(self):
+        self.started: float | None = None
+
+    def next(self, title: str) -> None:
+        """End the current part (its time) and announce the next."""
+        self.finish()
+        print(f"> {title}", flush=True)
+        self.started = time.perf_counter()
+
+    def finish(self) -> None:
+        """Say how long the current part took."""
+        if self.started is not None:
+            print(f"  done in {time.perf_counter() - self.started:.1f} s", flush=True)
+            self.started = None
 
 
 def reference_adapter(cfg: DictConfig, forwarded: list[str]) -> tuple[Path, dict, bool]:
@@ -128,9 +162,14 @@ def scale_savings(cfg: DictConfig) -> dict:
 
 
 def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
-    """Parts A to E; returns everything the report shows (also written to preview.json)."""
-    started = time.perf_counter()
+    """Parts A to F; returns everything the report shows (also written to preview.json).
+
+    Each part announces itself and its time; the training children's progress lines are relayed.
+    """
+    started, clock = time.perf_counter(), StageClock()
     base_cached = (base_dir_for(cfg) / "config.json").is_file()
+    clock.next(f"the base ({base_dir_for(cfg)}) and the reference LoRA adapter: pretrained and trained when "
+               "missing (a few minutes, once), else loaded from outputs/")  # fmt: skip
     reference_dir, reference_metrics, reference_cached = reference_adapter(cfg, forwarded)
     base = load_base(base_dir_for(cfg), model_config(cfg))
     inputs, mask = fixed_batch(cfg, cfg.preview.batch_size)
@@ -138,6 +177,7 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
     # A + B: the reference adapter on the half-precision base (model A) and on the NF4 base (model B,
     # the rest of it in the same half precision), then the same on fp32 as context
     half, scheme = cfg.preview.half_dtype, cfg.preview.quant
+    clock.next(f"A + B: the reference adapter on the {half} base and on the NF4 base, logits on a fixed batch")
     model_a, model_b = base_copy(base, "none", half, reference_dir), base_copy(base, scheme, half, reference_dir)
     first_adapted = next(iter(lora_layers(model_b)))
     logits_a, logits_b = logits_of(model_a, inputs), logits_of(model_b, inputs)
@@ -152,6 +192,8 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
                    logits_of(base.model, inputs), logits_of(base_copy(base, scheme), inputs), mask)}  # fmt: skip
 
     # C + D: one epoch of QLoRA training; short LoRA / QLoRA runs for their memory at step 2 (in parallel)
+    clock.next("C + D: one epoch of QLoRA (NaN guard on) and three 3-step runs for the memory table, "
+               "four processes in parallel")  # fmt: skip
     runs = {
         "LoRA (fp32 base)": run_dir / "lora_run",
         f"LoRA ({half} base)": run_dir / f"lora_{half}_run",
@@ -179,18 +221,22 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
     losses = step_losses(runs["QLoRA (NF4 base)"])
 
     # E: adapter swap on the NF4 base
+    clock.next("E: the adapter QLoRA trained, swapped in on the same NF4 base")
     swapped = base_copy(base, scheme, adapter_dir=runs["QLoRA (NF4 base)"] / "adapter")
     swap = compare_logits(logits_nf4, logits_of(swapped, inputs), mask)
 
     # F: the reference adapter merged into the NF4 base, both ways, against serving it unmerged
+    clock.next("F: the reference adapter merged into the NF4 base both ways, each measured on the test split")
     merging = merge_fidelity(base, reference_dir, scheme, (inputs, mask), instantiate(cfg.data), base_ppl)
 
     # What the model writes: the base, LoRA on the fp32 base, QLoRA's adapter on the NF4 base
+    clock.next("what the model writes: greedy completions of the irregular test prompts by three models")
     writers = {"base (fp32)": base.model, "LoRA (fp32 base)": lora_fp32, "QLoRA (NF4 base, part C)": swapped}
     accuracies = {"base (fp32)": reference_metrics["base_irregular_acc"],
                   "LoRA (fp32 base)": reference_metrics["irregular_acc"],
                   "QLoRA (NF4 base, part C)": qlora_metrics["irregular_acc"]}  # fmt: skip
     writes = what_the_model_writes(cfg, writers, accuracies)
+    clock.finish()
 
     qlora_adapter = runs["QLoRA (NF4 base)"] / "adapter" / "adapter_model.safetensors"
     reference_weights = reference_dir / "adapter_model.safetensors"

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 APPS = {
@@ -53,3 +56,37 @@ def start_app(app: str, *args: str, **kwargs) -> subprocess.Popen:
     kwargs.setdefault("stdout", subprocess.DEVNULL)
     kwargs.setdefault("stderr", subprocess.PIPE)
     return subprocess.Popen(app_command(app, *args), text=True, **kwargs)
+
+
+class RelayedApp:
+    """A child app whose output is read line by line as it comes.
+
+    The lines ``show`` picks are printed with ``label`` in front; the last ``keep`` lines are kept
+    to explain a failure.
+
+    Args:
+        app: As for :func:`start_app`.
+        label: Printed before each shown line (e.g. the run directory's name).
+        *args: The app's command-line arguments.
+        show: Which of its lines (stdout and stderr together) to print as they come.
+        keep: How many of its last lines to keep.
+    """
+
+    def __init__(self, app: str, label: str, *args: str, show: Callable[[str], bool], keep: int = 40):
+        self.process = start_app(app, *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.tail: deque[str] = deque(maxlen=keep)
+        self._reader = threading.Thread(target=self._relay, args=(label, show), daemon=True)
+        self._reader.start()
+
+    def _relay(self, label: str, show: Callable[[str], bool]) -> None:
+        for line in self.process.stdout:
+            line = line.rstrip("\n")
+            self.tail.append(line)
+            if show(line):
+                print(f"  [{label}] {line}", flush=True)
+
+    def wait(self) -> int:
+        """Wait for the child and for the last of its output; its exit code."""
+        code = self.process.wait()
+        self._reader.join()
+        return code

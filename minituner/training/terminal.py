@@ -9,6 +9,8 @@ warning, Lightning's included, still shows.
 from __future__ import annotations
 
 import logging
+import sys
+import time
 import warnings
 
 from lightning.pytorch.callbacks import RichProgressBar
@@ -48,8 +50,25 @@ def quiet_library_notices() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
+PROGRESS_PREFIX = "progress:"
+
+
 class StepProgressBar(RichProgressBar):
-    """Lightning's rich progress bar; a run bounded by steps reads ``step N/M`` instead of ``Epoch 3/-2``."""
+    """Lightning's rich progress bar; a run bounded by steps reads ``step N/M`` instead of ``Epoch 3/-2``.
+
+    When stdout is not a terminal (a log file, a parent process such as the preview), rich draws
+    nothing until the end, so the bar also prints a plain ``progress: step N/M ...`` line every
+    ``plain_interval`` seconds.
+
+    Args:
+        plain_interval: Seconds between plain progress lines off a terminal.
+        **kwargs: ``RichProgressBar``'s arguments.
+    """
+
+    def __init__(self, plain_interval: float = 5.0, **kwargs):
+        super().__init__(**kwargs)
+        self.plain_interval = plain_interval
+        self._last_plain = time.monotonic()
 
     def _get_train_description(self, current_epoch: int) -> str:  # Lightning's hook for the bar's label
         if self.trainer.max_steps > 0:
@@ -60,6 +79,21 @@ class StepProgressBar(RichProgressBar):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if trainer.max_steps > 0 and self.progress is not None and self.train_progress_bar_id is not None:
             self.progress.update(self.train_progress_bar_id, description=self._get_train_description(0))
+        self.print_plain_progress(trainer)
+
+    def print_plain_progress(self, trainer) -> None:
+        """Off a terminal, a ``plain_progress`` line when ``plain_interval`` seconds have passed since the last."""
+        if not sys.stdout.isatty() and time.monotonic() - self._last_plain >= self.plain_interval:
+            self._last_plain = time.monotonic()
+            print(plain_progress(trainer), flush=True)
+
+
+def plain_progress(trainer) -> str:
+    """``progress: step N/M (epoch E) train/loss L``: one line a parent process can show."""
+    bound = f"/{trainer.max_steps}" if trainer.max_steps > 0 else ""
+    loss = trainer.callback_metrics.get("train/loss")
+    figure = f" train/loss {float(loss):.3f}" if loss is not None else ""
+    return f"{PROGRESS_PREFIX} step {trainer.global_step}{bound} (epoch {trainer.current_epoch}){figure}"
 
 
 def run_summary(run_dir: str, metrics: dict) -> str:
