@@ -1,13 +1,17 @@
-"""TensorBoard's hparams view: each run's regime, rank and quant scheme beside its final metrics.
+"""Each run's settings beside its final metrics, in every logger: TensorBoard's hparams view and the others.
 
 Logged once the run's test metrics exist, so the HPARAMS tab of ``tensorboard --logdir`` over a
-sweep directory compares every run of the sweep in one table.
+sweep directory compares every run of the sweep in one table. MLflow also gets the run's
+artifacts (``metrics.json``, ``memory.json``, ``manifest.json``, the adapter or model) and the
+run directory's name as the run's name; any other logger (W&B, CSV) its params and final metrics.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
 from omegaconf import OmegaConf
 
 from minituner.training.run_hooks import RunContext, RunHooks
@@ -42,7 +46,29 @@ class HparamsLogger(L.Callback, RunHooks):
 
     def on_run_end(self, run: RunContext, metrics: dict) -> None:
         final = {f"hparams/{k}": float(metrics[k]) for k in METRIC_KEYS if isinstance(metrics.get(k), int | float)}
+        hparams = run_hparams(run.cfg)
         for logger in run.trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.log_hyperparams(run_hparams(run.cfg), final)
+                logger.log_hyperparams(hparams, final)
                 logger.experiment.flush()
+                continue
+            logger.log_hyperparams(hparams)
+            logger.log_metrics(final, step=run.trainer.global_step)
+            if isinstance(logger, MLFlowLogger):
+                log_mlflow_artifacts(logger, run.run_dir, metrics)
+
+
+RUN_FILES = ("metrics.json", "memory.json", "manifest.json")
+
+
+def log_mlflow_artifacts(logger: MLFlowLogger, run_dir: Path, metrics: dict) -> None:
+    """The run's JSON files and its product (adapter or model directory) as MLflow artifacts."""
+    client, run_id = logger.experiment, logger.run_id
+    client.set_tag(run_id, "mlflow.runName", run_dir.name)
+    client.set_tag(run_id, "minituner.run_dir", str(run_dir))
+    for name in RUN_FILES:
+        if (run_dir / name).is_file():
+            client.log_artifact(run_id, str(run_dir / name))
+    for key in ("adapter_dir", "model_dir"):
+        if key in metrics:
+            client.log_artifacts(run_id, metrics[key], artifact_path=key.removesuffix("_dir"))

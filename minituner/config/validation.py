@@ -6,6 +6,8 @@ each name the key, the value found and what is allowed.
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -179,6 +181,22 @@ def inspection_problems(cfg: DictConfig) -> list[str]:
     return problems + data_problems(cfg)
 
 
+LOGGER_PACKAGES = {"MLFlowLogger": ("mlflow", "mlflow"), "local_mlflow_logger": ("mlflow", "mlflow"),
+                   "WandbLogger": ("wandb", "wandb")}  # fmt: skip  # target name -> (module, minituner extra)
+
+
+def logger_problems(cfg: DictConfig) -> list[str]:
+    """A logger whose package is not installed (``logger=mlflow`` / ``wandb`` are optional extras)."""
+    problems = []
+    for name, node in (cfg.get("logger") or {}).items():
+        target = str(OmegaConf.select(node, "_target_", default="")).rsplit(".", 1)[-1]
+        if target in LOGGER_PACKAGES and importlib.util.find_spec(LOGGER_PACKAGES[target][0]) is None:
+            module, extra = LOGGER_PACKAGES[target]
+            problems.append(f"logger.{name} needs the {module} package, which is not installed: "
+                            f"pip install 'minituner[{extra}]' (or drop it: logger=tensorboard)")  # fmt: skip
+    return problems
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise one ``ConfigError`` listing every problem of ``cfg``; return if there is none."""
     unknown = unknown_key_problems(cfg)
@@ -194,7 +212,7 @@ def validate_config(cfg: DictConfig) -> None:
             f"quant.scheme={scheme!r} with regime={cfg.regime.get('name')!r} is not allowed: a quantized "
             "base is frozen, so only adapters can train; use regime=lora (QLoRA) or quant=none"
         )
-    problems += base_dtype_problems(cfg)
+    problems += base_dtype_problems(cfg) + logger_problems(cfg)
     for key in ("seed", "base.seed"):
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:

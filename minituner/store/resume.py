@@ -28,7 +28,7 @@ RUN_MARKERS = (".hydra/config.yaml", "manifest.json")  # written as a run starts
 # (The loggers' save_dir is the run directory: a run moved or copied elsewhere still resumes.)
 FREE_KEYS = ("resume", "paths", "trainer.default_root_dir", "trainer.enable_progress_bar", "callbacks.checkpoint",
              "callbacks.progress_bar", "callbacks.config_tree", "logger.tensorboard.save_dir",
-             "logger.csv.save_dir")  # fmt: skip
+             "logger.csv.save_dir", "logger.wandb.save_dir", "logger.mlflow.tracking_uri")  # fmt: skip
 
 
 def resumable_config(cfg: DictConfig) -> dict:
