@@ -1,15 +1,16 @@
 """``minituner-preview``: the QLoRA preview (lab 03) as one command, with a generated REPORT.md.
 
 A: compose an NF4 base with LoRA and show one composed projection. B: the same (reference)
-adapter on the unquantized and on the NF4 base, logits compared on a fixed batch. C: one epoch
-of QLoRA training under the NaN guard, per-step loss. D: memory of LoRA vs QLoRA training from
-the ledger and the process, and the savings at 7B scale from the memory calculator. E: adapter
-swap on the NF4 base. Then what the model writes: greedy completions of the irregular test
-prompts by the base, LoRA and QLoRA, with a generation-based accuracy. The base and the
-reference adapter are cached; the two training runs of C and D are separate processes, so their
-RSS figures do not contaminate each other.
+adapter on a half-precision (fp16) base and on the NF4 base, logits compared on a fixed batch,
+fp32 rows as context. C: one epoch of QLoRA training under the NaN guard, per-step loss. D:
+memory of fp16-base LoRA vs NF4-base QLoRA training (fp32 rows as context) from the ledger and
+the process, and the savings at 7B scale from the memory calculator. E: adapter swap on the NF4
+base. F: the reference adapter merged into the NF4 base both ways, against serving it unmerged.
+Then what the model writes: greedy completions of the irregular test prompts by the base, LoRA
+and QLoRA, with a generation-based accuracy. The base and the reference adapter are cached; the
+training runs of C and D are separate processes, so their RSS figures do not contaminate each
+other. Each part announces itself on the terminal, and the children's progress lines are relayed.
 """
-
 from __future__ import annotations
 
 import hashlib
