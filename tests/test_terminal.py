@@ -4,7 +4,7 @@ import logging
 import warnings
 from types import SimpleNamespace
 
-from minituner.apps.runner import RelayedApp
+from minituner.apps.runner import RelayedApp, wait_all
 from minituner.training.terminal import StepProgressBar, plain_progress, quiet_library_notices, run_summary
 
 
@@ -71,3 +71,11 @@ def test_a_relayed_app_shows_the_lines_it_is_asked_to_and_keeps_the_last_ones(ca
     assert child.wait() == 0
     assert capsys.readouterr().out == "  [counting] count is powered by Hydra.\n"
     assert len(child.tail) == 3
+
+
+def test_waiting_on_silent_children_says_which_still_work(capsys):
+    children = [RelayedApp("count", name, "--help", show=lambda line: False) for name in ("first", "second")]
+    assert wait_all(children, quiet_seconds=0.5) == [0, 0]  # importing takes longer than half a second
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all(line.startswith("  ... still working (") for line in lines)
+    assert "first, second" in lines[0]

@@ -11,6 +11,7 @@ and QLoRA, with a generation-based accuracy. The base and the reference adapter 
 training runs of C and D are separate processes, so their RSS figures do not contaminate each
 other. Each part announces itself on the terminal, and the children's progress lines are relayed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from minituner.apps.runner import RelayedApp
+from minituner.apps.runner import RelayedApp, wait_all
 from minituner.config.nodes import lora_config, model_config
 from minituner.config.shipped import CONF_DIR
 from minituner.generation.verb_task import generation_accuracy, verb_completions, verb_prompts
@@ -67,8 +68,7 @@ def training_runs(runs: dict[Path, list[str]], outputs_dir: str) -> dict[Path, d
         )  # fmt: skip
         for run_dir, overrides in runs.items()
     }
-    for child in children.values():
-        code = child.wait()
+    for child, code in zip(children.values(), wait_all(list(children.values())), strict=True):
         if code != 0:
             tail = "\n".join(child.tail)
             raise RuntimeError(f"{' '.join(child.process.args)} failed (exit {code}); its last lines:\n{tail}")
@@ -76,8 +76,9 @@ def training_runs(runs: dict[Path, list[str]], outputs_dir: str) -> dict[Path, d
 
 
 def _worth_showing(line: str) -> bool:
-    """A training child's progress lines (every few seconds) and where it wrote its run."""
-    return line.startswith((PROGRESS_PREFIX, "run directory:")) or "no base at" in line
+    """A training child's progress lines (every few seconds), its milestones, and where it wrote its run."""
+    milestones = ("no base at", "self-replay: the base wrote")
+    return line.startswith((PROGRESS_PREFIX, "run directory:")) or any(m in line for m in milestones)
 
 
 class StageClock:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -72,7 +73,10 @@ class RelayedApp:
         keep: How many of its last lines to keep.
     """
 
+    last_shown = time.monotonic()  # when any relayed app last printed a line (see ``wait_all``)
+
     def __init__(self, app: str, label: str, *args: str, show: Callable[[str], bool], keep: int = 40):
+        self.label = label
         self.process = start_app(app, *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.tail: deque[str] = deque(maxlen=keep)
         self._reader = threading.Thread(target=self._relay, args=(label, show), daemon=True)
@@ -83,10 +87,27 @@ class RelayedApp:
             line = line.rstrip("\n")
             self.tail.append(line)
             if show(line):
-                print(f"  [{label}] {line}", flush=True)
+                print(f"  [{label}] {line if len(line) <= 200 else line[:199] + '…'}", flush=True)
+                RelayedApp.last_shown = time.monotonic()
 
     def wait(self) -> int:
         """Wait for the child and for the last of its output; its exit code."""
         code = self.process.wait()
         self._reader.join()
         return code
+
+
+def wait_all(children: list[RelayedApp], quiet_seconds: float = 8.0) -> list[int]:
+    """Wait for every child; when none has shown a line for ``quiet_seconds``, say which still work.
+
+    Returns:
+        Their exit codes, in order.
+    """
+    started = time.monotonic()
+    while any(child.process.poll() is None for child in children):
+        time.sleep(0.25)
+        if time.monotonic() - RelayedApp.last_shown >= quiet_seconds:
+            working = ", ".join(child.label for child in children if child.process.poll() is None)
+            print(f"  ... still working ({time.monotonic() - started:.0f} s): {working}", flush=True)
+            RelayedApp.last_shown = time.monotonic()
+    return [child.wait() for child in children]
