@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -49,14 +50,19 @@ GIB, MIB = 2**30, 2**20
 def training_runs(runs: dict[Path, list[str]], outputs_dir: str) -> dict[Path, dict]:
     """Run ``minituner-train`` once per run directory, all in parallel, each in its own process.
 
+    Their progress lines are shown as they come, each with its run directory's name. The cores are
+    shared out (``OMP_NUM_THREADS``, unless set already): four children of two threads each on two
+    cores spent 39 s instead of 1.4 s writing their self-replay sentences, their threads spinning
+    against each other.
+
     Returns:
         Each run directory's metrics.
-
-    Their progress lines are shown as they come, each with its run directory's name.
 
     Raises:
         RuntimeError: A run failed; names its command and shows its last lines.
     """
+    threads = str(max(1, (os.cpu_count() or 1) // len(runs)))
+    env = os.environ | {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
     children = {
         run_dir: RelayedApp(
             "train",
@@ -65,6 +71,7 @@ def training_runs(runs: dict[Path, list[str]], outputs_dir: str) -> dict[Path, d
             f"hydra.run.dir={run_dir}",
             f"paths.outputs_dir={outputs_dir}",
             show=_worth_showing,
+            env=env,
         )  # fmt: skip
         for run_dir, overrides in runs.items()
     }

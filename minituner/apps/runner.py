@@ -71,13 +71,14 @@ class RelayedApp:
         *args: The app's command-line arguments.
         show: Which of its lines (stdout and stderr together) to print as they come.
         keep: How many of its last lines to keep.
+        **kwargs: Passed to ``subprocess.Popen`` (``env``, ``cwd``, ...).
     """
 
     last_shown = time.monotonic()  # when any relayed app last printed a line (see ``wait_all``)
 
-    def __init__(self, app: str, label: str, *args: str, show: Callable[[str], bool], keep: int = 40):
+    def __init__(self, app: str, label: str, *args: str, show: Callable[[str], bool], keep: int = 40, **kwargs):
         self.label = label
-        self.process = start_app(app, *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.process = start_app(app, *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
         self.tail: deque[str] = deque(maxlen=keep)
         self._reader = threading.Thread(target=self._relay, args=(label, show), daemon=True)
         self._reader.start()
