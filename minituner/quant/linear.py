@@ -34,16 +34,19 @@ from minituner.quant.codecs import (
 SCHEMES = ("nf4", "nf4_dq", "int4", "int8")
 
 
-# Dense bytes (fp32) of the weight rows dequantized at a time on the CPU. Measured on 2 threads
-# (Intel Xeon, 512 tokens, forward + backward): 4 MiB chunks took 0.79x the whole-weight path's
-# time at 4096 x 4096 and 0.87x at 768 x 3072; 128 KiB chunks 2.4x (too many small matmuls).
+# Dense bytes (fp32) of the weight rows dequantized at a time on the CPU, for weights of more than
+# CHUNKED_ABOVE chunks. Measured on 2 threads (Intel Xeon, 512 tokens, forward + backward,
+# benchmarks/quant_layer.py): 4 MiB chunks took 0.78x the whole-weight path's time at 4096 x 4096
+# (16 chunks) and 1.04x at 4096 x 11008, but 1.16x at 768 x 3072 (2.25 chunks: the whole 9 MiB
+# weight is better); 128 KiB chunks took 2.4x (too many small matmuls).
 CHUNK_BYTES = 4 << 20
+CHUNKED_ABOVE = 4
 
 
 class _DequantizedLinear(torch.autograd.Function):
     """``x @ W.T`` with W dequantized on the fly in forward and again in backward.
 
-    On the CPU a weight larger than ``layer.chunk_bytes`` is never built whole: output rows are
+    On the CPU a weight of more than ``CHUNKED_ABOVE`` chunks is never built whole: output rows are
     dequantized a chunk at a time (a chunk's codes span whole quantization blocks), each chunk
     multiplied and dropped. Elsewhere (one kernel on a GPU) and for small weights, the whole
     weight is dequantized once per pass (the reference path).
@@ -101,7 +104,8 @@ class QuantizedLinear(nn.Module):
         name: The layer's name in its model, for error messages.
         check_dequantized: Also check every dequantized weight for NaN/Inf (slower).
         chunk_bytes: On the CPU, dequantize at most this many fp32 bytes of weight rows at a time
-            (None: always the whole weight, the reference path).
+            when the weight holds more than ``CHUNKED_ABOVE`` such chunks (None: always the whole
+            weight, the reference path).
     """
 
     def __init__(
@@ -141,7 +145,11 @@ class QuantizedLinear(nn.Module):
 
     def row_chunks(self, device: torch.device) -> list[tuple[int, int]] | None:
         """``(start, stop)`` output rows dequantized together on ``device``; None: the whole weight at once."""
-        if self.chunk_bytes is None or device.type != "cpu" or 4 * self.weight_numel <= self.chunk_bytes:
+        if (
+            self.chunk_bytes is None
+            or device.type != "cpu"
+            or 4 * self.weight_numel <= CHUNKED_ABOVE * self.chunk_bytes
+        ):
             return None
         # a chunk starts and ends on a quantization block (64 values; int8: any row)
         align = 1 if self.scheme == "int8" else NF4_BLOCK // math.gcd(self.in_features, NF4_BLOCK)
