@@ -37,6 +37,7 @@ bench: setup
 	$(BIN)/python benchmarks/generate_speed.py --json-out benchmarks/results/generate_speed.json
 	$(BIN)/python benchmarks/compare_regimes.py
 	$(BIN)/python benchmarks/quant_throughput.py
+	$(BIN)/python benchmarks/quant_layer.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/memory_scale.py
 
