@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
+from quant_throughput import median_seconds
 from torch import nn
+from train_throughput import linear4bit
 
 from minituner.quant.linear import CHUNK_BYTES, QuantizedLinear
 
@@ -33,26 +33,11 @@ SHAPES = ((64, 64), (768, 3072), (4096, 4096), (4096, 11008))
 TOKENS = 512
 
 
-def bnb_layer(linear: nn.Linear) -> nn.Module:
-    nf4 = {"compress_statistics": True, "quant_type": "nf4"}  # NF4 + double quantization, as nf4_dq
-    layer = bitsandbytes.nn.Linear4bit(linear.in_features, linear.out_features, bias=False,
-                                       compute_dtype=torch.float32, **nf4)  # fmt: skip
-    layer.weight = bitsandbytes.nn.Params4bit(linear.weight.data, requires_grad=False, blocksize=64, **nf4)
-    return layer.to("cpu")  # quantizes here
-
-
 def forward_backward_ms(layer: nn.Module, x: torch.Tensor, grad: torch.Tensor, repeats: int) -> float:
     def once() -> None:
-        inputs = x.detach().requires_grad_(True)
-        layer(inputs).backward(grad)
+        layer(x.detach().requires_grad_(True)).backward(grad)
 
-    once()  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - started)
-    return 1e3 * statistics.median(times)
+    return 1e3 * median_seconds(once, repeats)
 
 
 def measure(out_features: int, in_features: int, repeats: int) -> dict:
@@ -69,7 +54,7 @@ def measure(out_features: int, in_features: int, repeats: int) -> dict:
         "linear_ms": forward_backward_ms(linear, x, grad, repeats),
     }
     if bitsandbytes is not None:
-        row["bnb_linear4bit_ms"] = forward_backward_ms(bnb_layer(linear), x, grad, repeats)
+        row["bnb_linear4bit_ms"] = forward_backward_ms(linear4bit(linear), x, grad, repeats)
         row["chunked_vs_bnb"] = row["chunked_ms"] / row["bnb_linear4bit_ms"]
     chunks = chunked.row_chunks(torch.device("cpu"))
     dense = 4 * out_features * in_features

@@ -152,21 +152,25 @@ def minituner_loop(model: MiniGPT, batch: dict, warmup: int, steps: int) -> list
     return timer.step_times()[warmup:]
 
 
+def linear4bit(linear: nn.Linear) -> nn.Module:
+    """``linear`` as bitsandbytes's frozen ``Linear4bit``: NF4, double quantization, blocks of 64, fp32 compute."""
+    layer = bitsandbytes.nn.Linear4bit(
+        linear.in_features, linear.out_features, bias=linear.bias is not None,
+        compute_dtype=torch.float32, compress_statistics=True, quant_type="nf4",
+    )  # fmt: skip
+    layer.weight = bitsandbytes.nn.Params4bit(
+        linear.weight.data, requires_grad=False, blocksize=64, compress_statistics=True, quant_type="nf4"
+    )
+    if linear.bias is not None:
+        layer.bias = nn.Parameter(linear.bias.data, requires_grad=False)
+    return layer.to("cpu")  # quantizes here
+
+
 def bitsandbytes_quantized(model: MiniGPT) -> MiniGPT:
     """``model`` with the linears ``quantize_model`` quantizes as bitsandbytes NF4 + double quantization."""
     for name in [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head"]:
         parent_name, _, child = name.rpartition(".")
-        parent, linear = model.get_submodule(parent_name), model.get_submodule(name)
-        layer = bitsandbytes.nn.Linear4bit(
-            linear.in_features, linear.out_features, bias=linear.bias is not None,
-            compute_dtype=torch.float32, compress_statistics=True, quant_type="nf4",
-        )  # fmt: skip
-        layer.weight = bitsandbytes.nn.Params4bit(
-            linear.weight.data, requires_grad=False, blocksize=64, compress_statistics=True, quant_type="nf4"
-        )
-        if linear.bias is not None:
-            layer.bias = nn.Parameter(linear.bias.data, requires_grad=False)
-        setattr(parent, child, layer.to("cpu"))  # quantizes here
+        setattr(model.get_submodule(parent_name), child, linear4bit(model.get_submodule(name)))
     return model
 
 
@@ -232,7 +236,8 @@ def measure(name: str, batch_shape: tuple[int, int], warmup: int, steps: int, ro
         ratios["lora_plain_vs_peft"] = ratio("lora", "plain", "lora", "peft")
     if "peft_bitsandbytes" in rows.get("qlora", {}):
         ratios["qlora_minituner_vs_peft_bitsandbytes"] = ratio("qlora", "minituner", "qlora", "peft_bitsandbytes")
-        ratios["qlora_vs_lora_peft_bitsandbytes"] = ratio("qlora", "peft_bitsandbytes", "lora", "peft")
+        if "peft" in rows.get("lora", {}):
+            ratios["qlora_vs_lora_peft_bitsandbytes"] = ratio("qlora", "peft_bitsandbytes", "lora", "peft")
     return {
         "parameters": sum(p.numel() for p in MiniGPT(config).parameters()),
         "batch": {"sequences": batch_size, "tokens_per_sequence": seq},

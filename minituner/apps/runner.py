@@ -104,7 +104,7 @@ def wait_all(children: list[RelayedApp], quiet_seconds: float = 8.0) -> list[int
     Returns:
         Their exit codes, in order.
     """
-    started = time.monotonic()
+    started = RelayedApp.last_shown = time.monotonic()  # silence counts from now, not from an earlier wait
     while any(child.process.poll() is None for child in children):
         time.sleep(0.25)
         if time.monotonic() - RelayedApp.last_shown >= quiet_seconds:

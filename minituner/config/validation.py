@@ -181,8 +181,9 @@ def inspection_problems(cfg: DictConfig) -> list[str]:
     return problems + data_problems(cfg)
 
 
+# a logger's target name -> (the module it needs, the minituner extra that installs it)
 LOGGER_PACKAGES = {"MLFlowLogger": ("mlflow", "mlflow"), "local_mlflow_logger": ("mlflow", "mlflow"),
-                   "WandbLogger": ("wandb", "wandb")}  # fmt: skip  # target name -> (module, minituner extra)
+                   "WandbLogger": ("wandb", "wandb")}  # fmt: skip
 
 
 def logger_problems(cfg: DictConfig) -> list[str]:
