@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import torch
+from device import CPU
 from matplotlib.figure import Figure
 from train_throughput import BATCHES, LORA, build, fixed_batch, optimizer_for, shape
 
@@ -39,8 +40,8 @@ def child(regime: str) -> dict:
     config = shape(MODEL)
     batch_size, seq = BATCHES[MODEL]
     before = process_memory()["rss_bytes"]
-    model = build(config, regime)
-    batch = fixed_batch(config, batch_size, seq)
+    model = build(config, regime, CPU)
+    batch = fixed_batch(batch_size, seq, CPU)
     optimizer = optimizer_for(model)
     for _ in range(2):  # Adam's moments exist after the first step; the allocator settles by the second
         _, loss = model(batch["input_ids"], batch["targets"])

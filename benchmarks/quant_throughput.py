@@ -1,21 +1,23 @@
-"""NF4 quantize / dequantize throughput on CPU, against bitsandbytes's CPU kernels.
+"""NF4 quantize / dequantize throughput on CPU (or CUDA), against bitsandbytes's kernels.
 
 For a 4096x4096 fp32 weight and for MiniGPT's two layer shapes (64x64, 256x64), times
-minituner's NF4 quantize and dequantize (median of repeated runs, 2 threads) and, when
+minituner's NF4 quantize and dequantize (median of repeated runs, 2 threads on the CPU) and, when
 bitsandbytes is installed, its ``quantize_4bit`` / ``dequantize_4bit`` with NF4 and blocks of
 64 on the same tensor in the same process. Also reports the NF4 and int4 round-trip error on
 normally distributed weights and the bits per weight measured on a quantized layer. Prints JSON.
 Goals: quantize at least as fast as bitsandbytes, dequantize within 1.5x of its time.
+``--device cuda``: the tensors on the GPU, timers synchronised with it.
+
+    .venv/bin/python benchmarks/quant_throughput.py [--device cuda]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
+from device import CPU, Device, add_device_argument
 from torch import nn
 
 from minituner.quant.codecs import int4_dequantize, int4_quantize, nf4_dequantize, nf4_quantize
@@ -28,30 +30,19 @@ except ImportError:  # optional reference
     bnb = None
 
 
-def median_seconds(function: Callable[[], object], repeats: int) -> float:
-    function()  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
-def measure(shape: tuple[int, int], repeats: int) -> dict:
-    weight = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 0.02
+def measure(shape: tuple[int, int], repeats: int, device: Device = CPU) -> dict:
+    weight = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device.torch_device) * 0.02
     packed, absmax = nf4_quantize(weight)
+    timed = device.median_seconds
     row = {
         "shape": list(shape),
-        "quantize_ms": 1e3 * median_seconds(lambda: nf4_quantize(weight), repeats),
-        "dequantize_ms": 1e3 * median_seconds(lambda: nf4_dequantize(packed, absmax, weight.shape), repeats),
+        "quantize_ms": 1e3 * timed(lambda: nf4_quantize(weight), repeats),
+        "dequantize_ms": 1e3 * timed(lambda: nf4_dequantize(packed, absmax, weight.shape), repeats),
     }
     if bnb is not None:
         reference, state = bnb.quantize_4bit(weight, blocksize=64, quant_type="nf4")
-        row["bnb_quantize_ms"] = 1e3 * median_seconds(
-            lambda: bnb.quantize_4bit(weight, blocksize=64, quant_type="nf4"), repeats
-        )
-        row["bnb_dequantize_ms"] = 1e3 * median_seconds(lambda: bnb.dequantize_4bit(reference, state), repeats)
+        row["bnb_quantize_ms"] = 1e3 * timed(lambda: bnb.quantize_4bit(weight, blocksize=64, quant_type="nf4"), repeats)
+        row["bnb_dequantize_ms"] = 1e3 * timed(lambda: bnb.dequantize_4bit(reference, state), repeats)
         row["quantize_ratio_vs_bnb"] = row["quantize_ms"] / row["bnb_quantize_ms"]
         row["dequantize_ratio_vs_bnb"] = row["dequantize_ms"] / row["bnb_dequantize_ms"]
         row["codes_identical_to_bnb"] = bool(torch.equal(packed, reference.view(-1)))
@@ -80,12 +71,14 @@ def bits_per_weight() -> dict:
 
 
 def main() -> None:
-    torch.set_num_threads(2)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_device_argument(parser)
+    device = parser.parse_args().device
     result = {
         "benchmark": "quant_throughput",
-        "threads": torch.get_num_threads(),
+        "host": device.setup(),
         "bitsandbytes": getattr(bnb, "__name__", None) and __import__("bitsandbytes").__version__,
-        "layers": [measure((4096, 4096), 15), measure((64, 64), 200), measure((256, 64), 200)],
+        "layers": [measure((4096, 4096), 15, device), measure((64, 64), 200, device), measure((256, 64), 200, device)],
         "round_trip_4096x4096": round_trip_errors(),
         "bits_per_weight_4096x4096": bits_per_weight(),
     }

@@ -9,11 +9,14 @@ base. F: the reference adapter merged into the NF4 base both ways, against servi
 Then what the model writes: greedy completions of the irregular test prompts by the base, LoRA
 and QLoRA, with a generation-based accuracy. The base and the reference adapter are cached; the
 training runs of C and D are separate processes, so their RSS figures do not contaminate each
-other. Each part announces itself on the terminal, and the children's progress lines are relayed.
+other, and while they train this process measures F and what the base and LoRA write (on one
+thread: the QLoRA epoch outlasts the short runs and leaves a core free). Each part announces
+itself on the terminal, and the children's progress lines are relayed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -48,22 +51,24 @@ GIB, MIB = 2**30, 2**20
 
 
 def training_runs(runs: dict[Path, list[str]], outputs_dir: str) -> dict[Path, dict]:
-    """Run ``minituner-train`` once per run directory, all in parallel, each in its own process.
+    """Run ``minituner-train`` once per run directory, all in parallel, and wait for them.
+
+    See :func:`start_training_runs` and :func:`finish_training_runs`.
+    """
+    return finish_training_runs(start_training_runs(runs, outputs_dir))
+
+
+def start_training_runs(runs: dict[Path, list[str]], outputs_dir: str) -> dict[Path, RelayedApp]:
+    """Start ``minituner-train`` once per run directory, all in parallel, each in its own process.
 
     Their progress lines are shown as they come, each with its run directory's name. The cores are
     shared out (``OMP_NUM_THREADS``, unless set already): four children of two threads each on two
     cores spent 39 s instead of 1.4 s writing their self-replay sentences, their threads spinning
     against each other.
-
-    Returns:
-        Each run directory's metrics.
-
-    Raises:
-        RuntimeError: A run failed; names its command and shows its last lines.
     """
     threads = str(max(1, (os.cpu_count() or 1) // len(runs)))
     env = os.environ | {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
-    children = {
+    return {
         run_dir: RelayedApp(
             "train",
             run_dir.name,
@@ -75,11 +80,22 @@ def training_runs(runs: dict[Path, list[str]], outputs_dir: str) -> dict[Path, d
         )  # fmt: skip
         for run_dir, overrides in runs.items()
     }
+
+
+def finish_training_runs(children: dict[Path, RelayedApp]) -> dict[Path, dict]:
+    """Wait for the runs :func:`start_training_runs` started.
+
+    Returns:
+        Each run directory's metrics.
+
+    Raises:
+        RuntimeError: A run failed; names its command and shows its last lines.
+    """
     for child, code in zip(children.values(), wait_all(list(children.values())), strict=True):
         if code != 0:
             tail = "\n".join(child.tail)
             raise RuntimeError(f"{' '.join(child.process.args)} failed (exit {code}); its last lines:\n{tail}")
-    return {run_dir: json.loads((run_dir / "metrics.json").read_text()) for run_dir in runs}
+    return {run_dir: json.loads((run_dir / "metrics.json").read_text()) for run_dir in children}
 
 
 def _worth_showing(line: str) -> bool:
@@ -201,8 +217,8 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
                    logits_of(base.model, inputs), logits_of(base_copy(base, scheme), inputs), mask)}  # fmt: skip
 
     # C + D: one epoch of QLoRA training; short LoRA / QLoRA runs for their memory at step 2 (in parallel)
-    clock.next("C + D: one epoch of QLoRA (NaN guard on) and three 3-step runs for the memory table, "
-               "four processes in parallel")  # fmt: skip
+    clock.next("C + D: one epoch of QLoRA (NaN guard on) and three 3-step runs for the memory table, four "
+               "processes in parallel; meanwhile here F and what the base and LoRA write")  # fmt: skip
     runs = {
         "LoRA (fp32 base)": run_dir / "lora_run",
         f"LoRA ({half} base)": run_dir / f"lora_{half}_run",
@@ -215,7 +231,8 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
     epoch = [f"regime.max_epochs={cfg.preview.epochs}", "trainer.log_every_n_steps=1", *fast]
     short = ["trainer.max_steps=3", "trainer.limit_test_batches=1", *fast]
     lora = [*forwarded, "regime=lora"]
-    metrics = training_runs(
+    base_ppl = reference_metrics["base_regular_ppl"]
+    children = start_training_runs(
         {
             runs["LoRA (fp32 base)"]: [*lora, "quant=none", *short],
             runs[f"LoRA ({half} base)"]: [*lora, "quant=none", f"base.dtype={half}", *short],
@@ -224,8 +241,19 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
         },
         cfg.paths.outputs_dir,
     )
+    # While they train (the QLoRA epoch outlasts the others on one core), the parts that need no
+    # run of theirs: F, and the completions of the base and of LoRA, on one thread of this process.
+    try:
+        with torch_threads(1):
+            merging = merge_fidelity(base, reference_dir, scheme, (inputs, mask), instantiate(cfg.data), base_ppl)
+            writers = {"base (fp32)": base.model, "LoRA (fp32 base)": lora_fp32}
+            writes = what_the_model_writes(cfg, writers, reference_accuracies(reference_metrics))
+    except BaseException:  # Ctrl-C or a failure here: leave no training child behind
+        for child in children.values():
+            child.process.terminate()
+        raise
+    metrics = finish_training_runs(children)
     qlora_metrics = metrics[runs["QLoRA (NF4 base)"]]
-    base_ppl = reference_metrics["base_regular_ppl"]
     qlora_metrics["regular_ppl_drift"] = relative_drift(base_ppl, qlora_metrics["regular_ppl"])
     losses = step_losses(runs["QLoRA (NF4 base)"])
 
@@ -234,17 +262,12 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
     swapped = base_copy(base, scheme, adapter_dir=runs["QLoRA (NF4 base)"] / "adapter")
     swap = compare_logits(logits_nf4, logits_of(swapped, inputs), mask)
 
-    # F: the reference adapter merged into the NF4 base, both ways, against serving it unmerged
-    clock.next("F: the reference adapter merged into the NF4 base both ways, each measured on the test split")
-    merging = merge_fidelity(base, reference_dir, scheme, (inputs, mask), instantiate(cfg.data), base_ppl)
-
-    # What the model writes: the base, LoRA on the fp32 base, QLoRA's adapter on the NF4 base
-    clock.next("what the model writes: greedy completions of the irregular test prompts by three models")
-    writers = {"base (fp32)": base.model, "LoRA (fp32 base)": lora_fp32, "QLoRA (NF4 base, part C)": swapped}
-    accuracies = {"base (fp32)": reference_metrics["base_irregular_acc"],
-                  "LoRA (fp32 base)": reference_metrics["irregular_acc"],
-                  "QLoRA (NF4 base, part C)": qlora_metrics["irregular_acc"]}  # fmt: skip
-    writes = what_the_model_writes(cfg, writers, accuracies)
+    # What the model writes, third writer: QLoRA's adapter on the NF4 base (the base and LoRA wrote above)
+    clock.next("what QLoRA's adapter writes: greedy completions of the irregular test prompts")
+    qlora_label = "QLoRA (NF4 base, part C)"
+    qlora_writes = what_the_model_writes(cfg, {qlora_label: swapped}, {qlora_label: qlora_metrics["irregular_acc"]})
+    for key in ("models", "showcase"):
+        writes[key] |= qlora_writes[key]
     clock.finish()
 
     qlora_adapter = runs["QLoRA (NF4 base)"] / "adapter" / "adapter_model.safetensors"
@@ -272,6 +295,25 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
         "writes": writes,
         "lora": OmegaConf.to_container(cfg.lora),
     }
+
+
+def reference_accuracies(reference_metrics: dict) -> dict[str, float]:
+    """Log-probability accuracy of the base and of LoRA on the fp32 base, from the reference run."""
+    return {
+        "base (fp32)": reference_metrics["base_irregular_acc"],
+        "LoRA (fp32 base)": reference_metrics["irregular_acc"],
+    }
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Run the block on ``count`` torch threads, then give back the count it had."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def what_the_model_writes(cfg: DictConfig, models: dict[str, nn.Module], logprob_acc: dict[str, float]) -> dict:

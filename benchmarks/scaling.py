@@ -1,0 +1,193 @@
+"""How training cost grows: full fine-tuning, LoRA and QLoRA over model size and sequence length.
+
+Over a ladder of MiniGPT shapes (the ``tiny`` and ``minigpt`` presets, two widths between them
+and the ~100M preset on the CPU; the ~1B preset too with ``--device cuda``) at 4 x 128 tokens,
+and over sequence lengths 64..512 at one fixed shape (``w512``, ~25M parameters), measures per
+regime in one process: the median step time of the plain training loop (train_throughput.py's:
+forward, backward, clip, AdamW), tokens per second, and the peak memory of a step: the bytes the
+model and optimizer hold before it (the exact tensor ledger) plus the most allocated at once
+during it (the profiler's allocation events on the CPU; ``torch.cuda.max_memory_allocated`` on
+CUDA). Beside each measurement the memory calculator's prediction for the same config
+(``minituner.memory.footprint.predict``: exact weights / grads / Adam, activations estimated).
+
+Fits the exponents (least squares on log-log: cost ~ parameters^k, over the shapes of at least
+1M parameters, where compute rather than per-operation overhead dominates; cost ~ tokens^k over
+the sequence lengths) and draws ``benchmarks/figures/scaling.png``. Prints JSON.
+
+    .venv/bin/python benchmarks/scaling.py [--steps 3] [--device cuda] [--json-out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+from device import Device, add_device_argument
+from matplotlib.figure import Figure
+from train_throughput import LORA, build, fixed_batch, optimizer_for, plain_loop, shape, training_step
+
+from minituner.memory.footprint import predict
+from minituner.memory.ledger import tensor_ledger
+from minituner.model.minigpt import MiniGPTConfig
+
+REGIMES = ("full", "lora", "qlora")
+BATCH = (4, 128)
+SEQ_LENGTHS = (64, 128, 256, 512)
+FIT_ABOVE = 1_000_000  # parameters: smaller shapes are dominated by per-operation overhead
+FIGURE = Path(__file__).parent / "figures" / "scaling.png"
+
+
+def ladder(device: Device) -> dict[str, MiniGPTConfig]:
+    """The shapes measured, smallest first (each with room for the longest sequence measured)."""
+    between = {
+        "w256": MiniGPTConfig(n_layer=4, n_head=4, d_model=256, d_ff=1024),
+        "w512": MiniGPTConfig(n_layer=8, n_head=8, d_model=512, d_ff=2048),
+    }
+    shapes = {"tiny": shape("tiny"), "minigpt": shape("minigpt"), **between, "minigpt_100m": shape("minigpt_100m")}
+    if device.is_cuda:
+        shapes["minigpt_1b"] = shape("minigpt_1b")
+    room = max(*SEQ_LENGTHS, BATCH[1])
+    return {name: dataclasses.replace(config, block_size=room) for name, config in shapes.items()}
+
+
+def parameters(config: MiniGPTConfig) -> int:
+    """Parameters of the shape (embeddings, blocks, LayerNorms; the LM head is tied)."""
+    counted = predict(config, "full", batch_size=1, seq_len=1)
+    return counted.weights // 4  # every parameter fp32 in full fine-tuning
+
+
+def measure(config: MiniGPTConfig, regime: str, batch_shape: tuple[int, int], steps: int, device: Device) -> dict:
+    """Step time, tokens/s and peak memory of one (shape, regime, batch), with the calculator's prediction."""
+    batch_size, seq = batch_shape
+    model = build(config, regime, device)
+    batch = fixed_batch(batch_size, seq, device)
+    times = plain_loop(model, batch, 1, steps, device)
+    optimizer = optimizer_for(model)
+
+    def step() -> None:
+        training_step(model, optimizer, lambda: model(batch["input_ids"], batch["targets"])[1], device)
+
+    step()  # Adam's moments exist from the first step on
+    held = tensor_ledger(model, optimizer)
+    if device.is_cuda:
+        device.reset_peak_memory()
+        step()
+        peak = device.peak_memory_bytes()
+    else:
+        peak = held["weights"] + held["grads"] + held["adam"] + device.peak_allocated_bytes(step)
+    predicted = predict(
+        config, regime, lora=None if regime == "full" else LORA, quant="nf4_dq" if regime == "qlora" else "none",
+        batch_size=batch_size, seq_len=seq,
+    )  # fmt: skip
+    median = sorted(times)[len(times) // 2]
+    return {
+        "median_step_s": round(median, 5),
+        "tokens_per_s": round(batch_size * seq / median, 1),
+        "peak_memory_bytes": peak,
+        "predicted_bytes": predicted.total,
+        "predicted_without_activations_bytes": predicted.total - predicted.activations,
+    }
+
+
+def exponent(xs: list[float], ys: list[float]) -> float | None:
+    """Least-squares slope of log(y) on log(x) (None with fewer than two points)."""
+    if len(xs) < 2:
+        return None
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    return round(sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / sum((a - mx) ** 2 for a in lx), 3)
+
+
+def fits(rows: dict, xs: dict[str, float], keep) -> dict:
+    """Per regime: exponents of step time, tokens/s and peak memory against ``xs`` (rows passing ``keep``)."""
+    result = {}
+    for regime in REGIMES:
+        names = [n for n in rows if keep(n)]
+        x = [xs[n] for n in names]
+        result[regime] = {
+            "step_time": exponent(x, [rows[n][regime]["median_step_s"] for n in names]),
+            "peak_memory": exponent(x, [rows[n][regime]["peak_memory_bytes"] for n in names]),
+            "predicted_memory": exponent(x, [rows[n][regime]["predicted_bytes"] for n in names]),
+        }
+    return result
+
+
+def draw(result: dict, path: Path) -> None:
+    """Four log-log panels: time and memory against parameters, and against sequence length."""
+    figure = Figure(figsize=(11, 8), layout="constrained")
+    axes = figure.subplots(2, 2)
+    colours = {"full": "tab:red", "lora": "tab:blue", "qlora": "tab:green"}
+    for row, (sweep, xs, label) in enumerate(
+        [("sizes", result["parameters"], "parameters"), ("seq_lengths", result["tokens"], "tokens per sequence")]
+    ):
+        rows = result[sweep]
+        names = list(rows)
+        for regime, colour in colours.items():
+            x = [xs[n] for n in names]
+            axes[row][0].plot(x, [rows[n][regime]["median_step_s"] for n in names], "o-", color=colour, label=regime)
+            axes[row][1].plot(x, [rows[n][regime]["peak_memory_bytes"] / 2**20 for n in names], "o-", color=colour,
+                              label=f"{regime} measured")  # fmt: skip
+            axes[row][1].plot(x, [rows[n][regime]["predicted_bytes"] / 2**20 for n in names], "x--", color=colour,
+                              alpha=0.7, label=f"{regime} calculator")  # fmt: skip
+        for column, ylabel in enumerate(("median step time (s)", "peak memory of a step (MiB)")):
+            axes[row][column].set(xscale="log", yscale="log", xlabel=label, ylabel=ylabel)
+            axes[row][column].grid(True, which="both", alpha=0.3)
+            axes[row][column].legend(fontsize=7)
+    size_fit, seq_fit = result["fits"]["sizes"], result["fits"]["seq_lengths"]
+    axes[0][0].set_title("step time vs size (k: " + ", ".join(f"{r} {size_fit[r]['step_time']}" for r in REGIMES) + ")")
+    axes[0][1].set_title("memory vs size (k: " + ", ".join(f"{r} {size_fit[r]['peak_memory']}" for r in REGIMES) + ")")
+    axes[1][0].set_title(f"step time vs length at {result['seq_shape']} (k: "
+                         + ", ".join(f"{r} {seq_fit[r]['step_time']}" for r in REGIMES) + ")")  # fmt: skip
+    axes[1][1].set_title(f"memory vs length at {result['seq_shape']}")
+    figure.suptitle(f"training cost, batch {BATCH[0]} sequences, {result['host']['device']}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+
+
+def run(steps: int, device: Device, sizes: list[str] | None = None, seq_shape: str = "w512") -> dict:
+    """Both sweeps; returns the JSON-ready result (``sizes``: a subset of the ladder's names)."""
+    shapes = ladder(device)
+    chosen = {n: c for n, c in shapes.items() if sizes is None or n in sizes}
+    size_rows = {n: {r: measure(c, r, BATCH, steps, device) for r in REGIMES} for n, c in chosen.items()}
+    seq_rows = {
+        str(seq): {r: measure(shapes[seq_shape], r, (BATCH[0], seq), steps, device) for r in REGIMES}
+        for seq in SEQ_LENGTHS
+    }
+    counts = {n: parameters(c) for n, c in chosen.items()}
+    lengths = {str(seq): float(seq) for seq in SEQ_LENGTHS}
+    return {
+        "batch": {"sequences": BATCH[0], "tokens_per_sequence": BATCH[1]},
+        "steps": steps,
+        "parameters": counts,
+        "tokens": lengths,
+        "seq_shape": seq_shape,
+        "sizes": size_rows,
+        "seq_lengths": seq_rows,
+        "fits": {
+            "sizes": fits(size_rows, counts, lambda n: counts[n] >= FIT_ABOVE),
+            "sizes_fit_over": [n for n in chosen if counts[n] >= FIT_ABOVE],
+            "seq_lengths": fits(seq_rows, lengths, lambda n: True),
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement (after one warm-up)")
+    parser.add_argument("--json-out", type=Path, help="also write the JSON here")
+    add_device_argument(parser)
+    args = parser.parse_args()
+    host = args.device.setup()
+    result = {"benchmark": "scaling", "host": host} | run(args.steps, args.device)
+    draw(result, FIGURE)
+    text = json.dumps(result, indent=2)
+    if args.json_out:
+        args.json_out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The benchmarks' CPU path at smoke-test sizes: the device option, measured transient memory, scaling fits.
+
+The benchmarks print figures for the README; these tests check what the figures are made of (every
+variant timed, memory readings that follow from what was allocated, exponents that fit), never how
+fast anything runs. The ``--device cuda`` path runs the same code with CUDA readings; CI has no GPU.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import quant_layer  # noqa: E402
+import quant_throughput  # noqa: E402
+import scaling  # noqa: E402
+import train_throughput  # noqa: E402
+from device import CPU, device_named  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_settings():
+    """The benchmarks set threads and determinism for their process; give the test process its own back."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def test_device_argument_refuses_what_cannot_run():
+    with pytest.raises(SystemExit, match="choose cpu or cuda"):
+        device_named("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA device"):
+            device_named("cuda")
+    assert device_named("cpu") == CPU
+
+
+def test_cpu_device_times_every_call_and_has_no_cuda_readings():
+    calls = []
+    assert CPU.median_seconds(lambda: calls.append(1), repeats=4) >= 0
+    assert len(calls) == 5  # one warm-up, four timed
+    CPU.reset_peak_memory()
+    assert CPU.peak_memory_bytes() is None
+    assert CPU.trainer_options()["precision"] == "32-true"
+    with CPU.autocast():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_peak_allocated_bytes_follows_what_a_call_allocates():
+    def two_at_once() -> None:
+        a = torch.empty(1 << 20, dtype=torch.uint8)
+        b = torch.empty(1 << 20, dtype=torch.uint8)
+        del a, b
+
+    def one_after_another() -> None:
+        for _ in range(2):
+            torch.empty(1 << 20, dtype=torch.uint8)
+
+    assert CPU.peak_allocated_bytes(lambda: None) == 0
+    assert CPU.peak_allocated_bytes(two_at_once) == 2 << 20
+    assert CPU.peak_allocated_bytes(one_after_another) == 1 << 20
+
+
+def test_train_throughput_times_every_variant_on_the_cpu_path():
+    result = train_throughput.measure("tiny", (2, 16), warmup=1, steps=2, rounds=1, regimes=["lora", "qlora"])
+    for regime in ("lora", "qlora"):
+        for loop in ("plain", "minituner"):
+            row = result["regimes"][regime][loop]
+            assert row["steps"] == 2 and row["median_step_s"] > 0
+            assert "peak_memory_bytes" not in row  # a CUDA reading
+    assert {"qlora_vs_lora_minituner", "lora_minituner_vs_plain"} <= set(result["ratios"])
+    if "peft_bitsandbytes" in result["regimes"]["qlora"]:  # the reference libraries are installed
+        assert "qlora_vs_lora_peft_bitsandbytes" in result["ratios"]
+
+
+def test_quant_layer_measures_the_whole_weight_and_a_chunk_as_transient_memory():
+    small = quant_layer.measure(64, 128, repeats=1)
+    assert small["chunk_rows"] is None  # a small weight is dequantized whole
+    assert small["whole_weight_transient_bytes"] >= small["dense_fp32_weight_bytes"]
+    big = quant_layer.measure(4096, 2048, repeats=1)  # 32 MiB dense: chunked
+    assert big["chunk_rows"] is not None
+    assert big["whole_weight_transient_bytes"] >= big["dense_fp32_weight_bytes"]
+    chunk_bytes = 4 * big["chunk_rows"] * 2048
+    assert chunk_bytes <= big["chunked_transient_bytes"] < 2 * chunk_bytes
+
+
+def test_quant_layer_runs_bf16_activations():
+    row = quant_layer.measure(64, 128, repeats=1, dtype=torch.bfloat16)
+    assert row["dtype"] == "bfloat16" and row["chunked_ms"] > 0
+
+
+def test_quant_throughput_times_the_codec():
+    row = quant_throughput.measure((64, 64), repeats=2)
+    assert row["quantize_ms"] > 0 and row["dequantize_ms"] > 0
+
+
+def test_exponent_recovers_a_power_law():
+    xs = [1e3, 1e4, 1e5, 1e6]
+    assert scaling.exponent(xs, [3 * x**2 for x in xs]) == 2.0
+    assert scaling.exponent(xs, [5 * x**0.5 for x in xs]) == 0.5
+    assert scaling.exponent([10.0], [1.0]) is None
+
+
+def test_scaling_measures_memory_the_calculator_can_explain(tmp_path, monkeypatch):
+    monkeypatch.setattr(scaling, "SEQ_LENGTHS", (16, 32))
+    monkeypatch.setattr(scaling, "BATCH", (2, 16))
+    result = {"host": {"device": "cpu"}} | scaling.run(steps=1, device=CPU, sizes=["tiny"], seq_shape="tiny")
+    for rows in (result["sizes"]["tiny"], result["seq_lengths"]["16"], result["seq_lengths"]["32"]):
+        for regime in scaling.REGIMES:
+            row = rows[regime]
+            # a step holds at least the weights, gradients and Adam state the calculator counts exactly
+            assert row["peak_memory_bytes"] >= row["predicted_without_activations_bytes"]
+    assert result["fits"]["sizes"]["lora"]["step_time"] is None  # no shape of 1M+ parameters measured
+    assert result["fits"]["seq_lengths"]["lora"]["step_time"] is not None
+    scaling.draw(result, tmp_path / "scaling.png")
+    assert (tmp_path / "scaling.png").stat().st_size > 10_000
