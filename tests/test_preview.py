@@ -24,7 +24,8 @@ def run_preview(tmp_path: Path, name: str) -> dict:
     assert done.returncode == 0, done.stderr[-3000:]
     # it talks: every part announced with its time, the training children's lines relayed with their names
     parts = [line for line in done.stdout.splitlines() if line.startswith("> ")]
-    assert [p.split(":")[0] for p in parts][1:] == ["> A + B", "> C + D", "> E", "> F", "> what the model writes"]
+    assert [p.split(":")[0] for p in parts][1:] == ["> A + B", "> C + D", "> E", "> what QLoRA's adapter writes"]
+    assert "meanwhile here F and what the base and LoRA write" in parts[2]
     assert done.stdout.count("  done in ") == len(parts) and "[qlora_run] run directory:" in done.stdout
     return json.loads((tmp_path / name / "preview.json").read_text()) | {"stdout": done.stdout}
 
@@ -32,7 +33,7 @@ def run_preview(tmp_path: Path, name: str) -> dict:
 @pytest.mark.slow
 def test_preview_runs_end_to_end_and_caches_base_and_reference(tmp_path):
     cold = run_preview(tmp_path, "cold")
-    assert not cold["base_cached"] and not cold["reference_cached"]
+    assert not cold["base_cached"] and not cold["reference_cached"] and not cold["reference_measurements_cached"]
     assert "] [" in cold["stdout"] and "no base at" in cold["stdout"]  # relayed: the reference run builds the base
     run_dir = tmp_path / "cold"
     report = (run_dir / "REPORT.md").read_text()
@@ -73,5 +74,10 @@ def test_preview_runs_end_to_end_and_caches_base_and_reference(tmp_path):
 
     warm = run_preview(tmp_path, "warm")
     assert warm["base_cached"] and warm["reference_cached"]
+    # F and the reference's completions are functions of the cached base and adapter: read back, not redone
+    assert warm["reference_measurements_cached"] and warm["merging"] == cold["merging"]
+    assert {k: warm["writes"]["models"][k] for k in ("base (fp32)", "LoRA (fp32 base)")} == {
+        k: cold["writes"]["models"][k] for k in ("base (fp32)", "LoRA (fp32 base)")
+    }
     assert warm["reference_adapter"] == cold["reference_adapter"]
     assert warm["qlora_adapter"]["sha256"] == cold["qlora_adapter"]["sha256"]  # same seed, same adapter

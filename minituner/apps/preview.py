@@ -48,6 +48,7 @@ from minituner.training.metrics import relative_drift
 from minituner.training.terminal import PROGRESS_PREFIX, quiet_library_notices
 
 GIB, MIB = 2**30, 2**20
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 def training_runs(runs: dict[Path, list[str]], outputs_dir: str) -> dict[Path, dict]:
@@ -230,8 +231,11 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
     fast = ["evaluate_base=false", "trainer.limit_val_batches=0"]
     epoch = [f"regime.max_epochs={cfg.preview.epochs}", "trainer.log_every_n_steps=1", *fast]
     short = ["trainer.max_steps=3", "trainer.limit_test_batches=1", *fast]
+    if cfg.regime.get("replay"):
+        # A 3-step run replays at most 3 batches of sentences: writing the other ~900 took each
+        # memory run 1.1 s of CPU. Rows are padded to block_size, so no tensor's shape changes.
+        short.append(f"regime.replay.sentences={3 * cfg.regime.replay.batch_size}")
     lora = [*forwarded, "regime=lora"]
-    base_ppl = reference_metrics["base_regular_ppl"]
     children = start_training_runs(
         {
             runs["LoRA (fp32 base)"]: [*lora, "quant=none", *short],
@@ -245,16 +249,18 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
     # run of theirs: F, and the completions of the base and of LoRA, on one thread of this process.
     try:
         with torch_threads(1):
-            merging = merge_fidelity(base, reference_dir, scheme, (inputs, mask), instantiate(cfg.data), base_ppl)
-            writers = {"base (fp32)": base.model, "LoRA (fp32 base)": lora_fp32}
-            writes = what_the_model_writes(cfg, writers, reference_accuracies(reference_metrics))
+            measured, measured_cached = reference_measurements(
+                cfg, base, reference_dir, reference_metrics, (inputs, mask)
+            )
     except BaseException:  # Ctrl-C or a failure here: leave no training child behind
         for child in children.values():
             child.process.terminate()
         raise
     metrics = finish_training_runs(children)
     qlora_metrics = metrics[runs["QLoRA (NF4 base)"]]
-    qlora_metrics["regular_ppl_drift"] = relative_drift(base_ppl, qlora_metrics["regular_ppl"])
+    qlora_metrics["regular_ppl_drift"] = relative_drift(
+        reference_metrics["base_regular_ppl"], qlora_metrics["regular_ppl"]
+    )
     losses = step_losses(runs["QLoRA (NF4 base)"])
 
     # E: adapter swap on the NF4 base
@@ -265,6 +271,7 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
     # What the model writes, third writer: QLoRA's adapter on the NF4 base (the base and LoRA wrote above)
     clock.next("what QLoRA's adapter writes: greedy completions of the irregular test prompts")
     qlora_label = "QLoRA (NF4 base, part C)"
+    writes = measured["writes"]
     qlora_writes = what_the_model_writes(cfg, {qlora_label: swapped}, {qlora_label: qlora_metrics["irregular_acc"]})
     for key in ("models", "showcase"):
         writes[key] |= qlora_writes[key]
@@ -276,6 +283,7 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
         "seconds": round(time.perf_counter() - started, 1),
         "base_cached": base_cached,
         "reference_cached": reference_cached,
+        "reference_measurements_cached": measured_cached,
         "base": {"path": str(base.directory), "sha256": base.weights_sha256},
         "reference_adapter": {"path": str(reference_dir), "sha256": sha256_file(reference_weights)},
         "qlora_adapter": {"path": str(qlora_adapter.parent), "sha256": sha256_file(qlora_adapter)},
@@ -291,10 +299,50 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
         "memory": memory_rows(runs),
         "scale": scale_savings(cfg),
         "swap": swap,
-        "merging": merging,
+        "merging": measured["merging"],
         "writes": writes,
         "lora": OmegaConf.to_container(cfg.lora),
     }
+
+
+def reference_measurements(
+    cfg: DictConfig, base, reference_dir: Path, reference_metrics: dict, batch: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[dict, bool]:
+    """Part F and what the base and the reference adapter write: measured, or read from their cache.
+
+    Both are functions of the cached base and reference adapter, the data, the preview's batch and
+    minituner's code alone, so they are kept beside the adapter (``preview_measurements.json``,
+    written atomically) under a key of all of these and measured again when any changes.
+
+    Returns:
+        ``{"merging": ..., "writes": ...}`` and whether it came from the cache.
+    """
+    key = sha256_text(json.dumps([
+        base.weights_sha256, sha256_file(reference_dir / "adapter_model.safetensors"), cfg.preview.quant,
+        OmegaConf.to_yaml(cfg.data), cfg.preview.batch_size, source_digest(),
+    ]))  # fmt: skip
+    cache = reference_dir.parent / "preview_measurements.json"
+    if cache.is_file():
+        stored = json.loads(cache.read_text())
+        if stored.get("key") == key:
+            return stored["measurements"], True
+    base_ppl = reference_metrics["base_regular_ppl"]
+    merging = merge_fidelity(base, reference_dir, cfg.preview.quant, batch, instantiate(cfg.data), base_ppl)
+    writers = {"base (fp32)": base.model, "LoRA (fp32 base)": base_copy(base, adapter_dir=reference_dir)}
+    measured = {
+        "merging": merging,
+        "writes": what_the_model_writes(cfg, writers, reference_accuracies(reference_metrics)),
+    }
+    write_json_atomic(cache, {"key": key, "measurements": measured})
+    return measured, False
+
+
+def source_digest() -> str:
+    """SHA-256 over minituner's Python sources: a cached measurement of the code is stale once they change."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def reference_accuracies(reference_metrics: dict) -> dict[str, float]:
