@@ -8,7 +8,9 @@ forward, backward, clip, AdamW), tokens per second, and the peak memory of a ste
 model and optimizer hold before it (the exact tensor ledger) plus the most allocated at once
 during it (the profiler's allocation events on the CPU; ``torch.cuda.max_memory_allocated`` on
 CUDA). Beside each measurement the memory calculator's prediction for the same config
-(``minituner.memory.footprint.predict``: exact weights / grads / Adam, activations estimated).
+(``minituner.memory.footprint.predict``: exact weights / grads / Adam, activations estimated at 16
+bytes per residual value per layer), and what the step's peak holds beyond the exact part, per
+residual value per layer (activations and transients, measured).
 
 Fits the exponents (least squares on log-log: cost ~ parameters^k, over the shapes of at least
 1M parameters, where compute rather than per-operation overhead dominates; cost ~ tokens^k over
@@ -83,12 +85,15 @@ def measure(config: MiniGPTConfig, regime: str, batch_shape: tuple[int, int], st
         batch_size=batch_size, seq_len=seq,
     )  # fmt: skip
     median = sorted(times)[len(times) // 2]
+    exact = predicted.total - predicted.activations  # weights, gradients and Adam: the ledger matches these
+    per_value = batch_size * seq * config.d_model * config.n_layer  # residual values over all layers
     return {
         "median_step_s": round(median, 5),
         "tokens_per_s": round(batch_size * seq / median, 1),
         "peak_memory_bytes": peak,
         "predicted_bytes": predicted.total,
-        "predicted_without_activations_bytes": predicted.total - predicted.activations,
+        "predicted_without_activations_bytes": exact,
+        "peak_beyond_exact_bytes_per_value": round((peak - exact) / per_value, 1),  # the calculator assumes 16
     }
 
 
