@@ -29,18 +29,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torch import nn
 
 from minituner.apps.runner import RelayedApp, wait_all
 from minituner.config.nodes import lora_config, model_config
 from minituner.config.shipped import CONF_DIR
-from minituner.generation.verb_task import generation_accuracy, verb_completions, verb_prompts
 from minituner.lora.layer import lora_layers
 from minituner.memory.footprint import predict
 from minituner.model.minigpt import IGNORE_INDEX, MiniGPTConfig
 from minituner.quant.storage import quantized_storage
-from minituner.reports.merge_fidelity import base_copy, compare_logits, logits_of, merge_fidelity
+from minituner.reports.merge_fidelity import base_copy, compare_logits, logits_of
 from minituner.reports.preview import report_text
+from minituner.reports.reference_measurements import reference_measurements, what_the_model_writes
 from minituner.store.artifacts import sha256_file, write_json_atomic, write_text_atomic
 from minituner.store.base_cache import base_dir_for, load_base
 from minituner.store.provenance import git_state, host_info, package_versions
@@ -48,7 +47,6 @@ from minituner.training.metrics import relative_drift
 from minituner.training.terminal import PROGRESS_PREFIX, quiet_library_notices
 
 GIB, MIB = 2**30, 2**20
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 def training_runs(runs: dict[Path, list[str]], outputs_dir: str) -> dict[Path, dict]:
@@ -305,54 +303,6 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
     }
 
 
-def reference_measurements(
-    cfg: DictConfig, base, reference_dir: Path, reference_metrics: dict, batch: tuple[torch.Tensor, torch.Tensor]
-) -> tuple[dict, bool]:
-    """Part F and what the base and the reference adapter write: measured, or read from their cache.
-
-    Both are functions of the cached base and reference adapter, the data, the preview's batch and
-    minituner's code alone, so they are kept beside the adapter (``preview_measurements.json``,
-    written atomically) under a key of all of these and measured again when any changes.
-
-    Returns:
-        ``{"merging": ..., "writes": ...}`` and whether it came from the cache.
-    """
-    key = sha256_text(json.dumps([
-        base.weights_sha256, sha256_file(reference_dir / "adapter_model.safetensors"), cfg.preview.quant,
-        OmegaConf.to_yaml(cfg.data), cfg.preview.batch_size, source_digest(),
-    ]))  # fmt: skip
-    cache = reference_dir.parent / "preview_measurements.json"
-    if cache.is_file():
-        stored = json.loads(cache.read_text())
-        if stored.get("key") == key:
-            return stored["measurements"], True
-    base_ppl = reference_metrics["base_regular_ppl"]
-    merging = merge_fidelity(base, reference_dir, cfg.preview.quant, batch, instantiate(cfg.data), base_ppl)
-    writers = {"base (fp32)": base.model, "LoRA (fp32 base)": base_copy(base, adapter_dir=reference_dir)}
-    measured = {
-        "merging": merging,
-        "writes": what_the_model_writes(cfg, writers, reference_accuracies(reference_metrics)),
-    }
-    write_json_atomic(cache, {"key": key, "measurements": measured})
-    return measured, False
-
-
-def source_digest() -> str:
-    """SHA-256 over minituner's Python sources: a cached measurement of the code is stale once they change."""
-    digest = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
-def reference_accuracies(reference_metrics: dict) -> dict[str, float]:
-    """Log-probability accuracy of the base and of LoRA on the fp32 base, from the reference run."""
-    return {
-        "base (fp32)": reference_metrics["base_irregular_acc"],
-        "LoRA (fp32 base)": reference_metrics["irregular_acc"],
-    }
-
-
 @contextlib.contextmanager
 def torch_threads(count: int):
     """Run the block on ``count`` torch threads, then give back the count it had."""
@@ -362,25 +312,6 @@ def torch_threads(count: int):
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def what_the_model_writes(cfg: DictConfig, models: dict[str, nn.Module], logprob_acc: dict[str, float]) -> dict:
-    """Greedy completions of the irregular test prompts (cut before the verb) by each model.
-
-    Returns:
-        Per model the generation accuracy over every prompt (first word = the correct form) beside
-        its log-probability accuracy, and the completions of a fixed showcase (one past simple and one
-        participle prompt per verb).
-    """
-    sentences = instantiate(cfg.data, stage="irregular").corpus.splits["irregular_test"]
-    prompts, showcase = verb_prompts(sentences), verb_prompts(sentences, per_verb_and_form=1)
-    result = {"prompts": len(prompts), "models": {}, "showcase": {}}
-    for label, model in models.items():
-        completions = verb_completions(model, prompts)
-        result["models"][label] = {"generation_acc": generation_accuracy(completions),
-                                   "logprob_acc": logprob_acc[label]}  # fmt: skip
-        result["showcase"][label] = verb_completions(model, showcase)
-    return result
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="preview")
