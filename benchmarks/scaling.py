@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import math
+import statistics
 from pathlib import Path
 
 from device import Device, add_device_argument
@@ -33,7 +34,7 @@ from train_throughput import LORA, build, fixed_batch, optimizer_for, plain_loop
 
 from minituner.memory.footprint import predict
 from minituner.memory.ledger import tensor_ledger
-from minituner.model.minigpt import MiniGPTConfig
+from minituner.model.minigpt import MiniGPTConfig, count_parameters
 
 REGIMES = ("full", "lora", "qlora")
 BATCH = (4, 128)
@@ -53,12 +54,6 @@ def ladder(device: Device) -> dict[str, MiniGPTConfig]:
         shapes["minigpt_1b"] = shape("minigpt_1b")
     room = max(*SEQ_LENGTHS, BATCH[1])
     return {name: dataclasses.replace(config, block_size=room) for name, config in shapes.items()}
-
-
-def parameters(config: MiniGPTConfig) -> int:
-    """Parameters of the shape (embeddings, blocks, LayerNorms; the LM head is tied)."""
-    counted = predict(config, "full", batch_size=1, seq_len=1)
-    return counted.weights // 4  # every parameter fp32 in full fine-tuning
 
 
 def measure(config: MiniGPTConfig, regime: str, batch_shape: tuple[int, int], steps: int, device: Device) -> dict:
@@ -84,7 +79,7 @@ def measure(config: MiniGPTConfig, regime: str, batch_shape: tuple[int, int], st
         config, regime, lora=None if regime == "full" else LORA, quant="nf4_dq" if regime == "qlora" else "none",
         batch_size=batch_size, seq_len=seq,
     )  # fmt: skip
-    median = sorted(times)[len(times) // 2]
+    median = statistics.median(times)
     exact = predicted.total - predicted.activations  # weights, gradients and Adam: the ledger matches these
     per_value = batch_size * seq * config.d_model * config.n_layer  # residual values over all layers
     return {
@@ -161,7 +156,7 @@ def run(steps: int, device: Device, sizes: list[str] | None = None, seq_shape: s
         str(seq): {r: measure(shapes[seq_shape], r, (BATCH[0], seq), steps, device) for r in REGIMES}
         for seq in SEQ_LENGTHS
     }
-    counts = {n: parameters(c) for n, c in chosen.items()}
+    counts = {n: count_parameters(c) for n, c in chosen.items()}
     lengths = {str(seq): float(seq) for seq in SEQ_LENGTHS}
     return {
         "batch": {"sequences": BATCH[0], "tokens_per_sequence": BATCH[1]},
