@@ -12,6 +12,7 @@ from minituner.lora.inject import LoRAConfig, inject_lora
 from minituner.model.kv_cache import KVCache, next_token_logits
 from minituner.model.minigpt import IGNORE_INDEX, MiniGPT, MiniGPTConfig
 from minituner.model.tokenizer import ByteTokenizer
+from minituner.training import pipeline
 from minituner.training.pipeline import train
 from minituner.training.replay import build_replay_set, complete
 
@@ -91,3 +92,20 @@ def test_the_trained_adapter_never_depends_on_the_test_split_and_replay_changes_
     assert other_test["adapter_sha256"] == same["adapter_sha256"]  # chosen and trained without the test split
     assert other_test["irregular_acc"] != same["irregular_acc"] or other_test["regular_ppl"] != same["regular_ppl"]
     assert without_replay["adapter_sha256"] != same["adapter_sha256"]
+
+
+def test_a_cached_replay_set_trains_the_same_adapter_as_a_fresh_one(tmp_path, seed_tiny_base, monkeypatch):
+    base_dir = next(d for d in seed_tiny_base(tmp_path / "outputs").iterdir() if (d / "config.json").is_file())
+    run = ["regime=lora", f"base.path={base_dir}", *QUICK, "callbacks=none"]
+    fresh = train(compose_config(run, tmp_path, run="fresh"))
+    (kept,) = (tmp_path / "outputs" / "replay").iterdir()
+
+    def never(*args, **kwargs):
+        raise AssertionError("the base wrote its sentences again")
+
+    monkeypatch.setattr(pipeline, "build_replay_set", never)
+    cached = train(compose_config(run, tmp_path, run="cached"))  # reads the set: writing it would raise
+    assert cached["adapter_sha256"] == fresh["adapter_sha256"]
+    with pytest.raises(AssertionError, match="wrote its sentences again"):  # another seed: another set
+        train(compose_config([*run, "seed=7"], tmp_path, run="other_seed"))
+    assert [p.name for p in (tmp_path / "outputs" / "replay").iterdir()] == [kept.name]

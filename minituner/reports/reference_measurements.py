@@ -19,8 +19,8 @@ from torch import nn
 from minituner.generation.verb_task import generation_accuracy, verb_completions, verb_prompts
 from minituner.reports.merge_fidelity import base_copy, merge_fidelity
 from minituner.store.artifacts import sha256_file, write_json_atomic
+from minituner.store.provenance import source_digest
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CACHE_NAME = "preview_measurements.json"
 
 
@@ -50,14 +50,6 @@ def reference_measurements(
     }
     write_json_atomic(cache, {"key": key, "measurements": measured})
     return measured, False
-
-
-def source_digest() -> str:
-    """SHA-256 over minituner's Python sources: a cached measurement of the code is stale once they change."""
-    digest = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
 
 
 def reference_accuracies(reference_metrics: dict) -> dict[str, float]:

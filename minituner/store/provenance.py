@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import re
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 
 PACKAGES = ("minituner", "torch", "lightning", "hydra-core", "omegaconf", "torchmetrics")
-REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # git finds the checkout from inside it
 
 
 def package_versions() -> dict[str, str | None]:
@@ -27,7 +28,7 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def git_state(directory: Path = REPO_ROOT) -> dict[str, str | bool | None]:
+def git_state(directory: Path = PACKAGE_DIR) -> dict[str, str | bool | None]:
     """The checkout's commit and whether tracked or untracked files differ from it.
 
     Both are None outside a git checkout or without git.
@@ -118,3 +119,11 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def source_digest(package_dir: Path = PACKAGE_DIR) -> str:
+    """SHA-256 over minituner's Python sources: anything cached from the code is stale once they change."""
+    digest = hashlib.sha256()
+    for path in sorted(package_dir.rglob("*.py")):
+        digest.update(path.relative_to(package_dir).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()

@@ -31,6 +31,7 @@ from minituner.store.artifacts import weights_bytes, write_json_atomic
 from minituner.store.base_cache import LoadedBase, base_dir_for, base_key, base_seed, ensure_base, load_base, save_base
 from minituner.store.resume import plan_resume
 from minituner.store.run_directory import run_lock
+from minituner.store.tensor_cache import cached_tensors
 from minituner.training.base_build import base_build_config
 from minituner.training.checkpoint_plugin import SafeCheckpointIO
 from minituner.training.distributed import rank_digests
@@ -163,7 +164,7 @@ def _run(cfg: DictConfig, callbacks: list, run: RunContext, checkpoint: Path | N
         model,
         optimizer=instantiate(cfg.regime.optimizer),
         scheduler=instantiate(cfg.regime.scheduler) if cfg.regime.get("scheduler") else None,
-        replay=_replay_set(cfg, model, datamodule),  # written by the full-precision base, before quantization
+        replay=_replay_set(cfg, model, base, datamodule),  # written by the full-precision base, before quantization
     )
     trainer: L.Trainer = instantiate(
         cfg.trainer,
@@ -224,27 +225,36 @@ def _run(cfg: DictConfig, callbacks: list, run: RunContext, checkpoint: Path | N
     return metrics
 
 
-def _replay_set(cfg: DictConfig, model: MiniGPT, datamodule) -> ReplaySet | None:
-    """The base's own sentences for ``regime.replay`` (None when the regime has none or its weight is 0)."""
+def _replay_set(cfg: DictConfig, model: MiniGPT, base: LoadedBase | None, datamodule) -> ReplaySet | None:
+    """The base's own sentences for ``regime.replay`` (None when the regime has none or its weight is 0).
+
+    The same base, cues, settings and seed always write the same sentences (on any thread count),
+    so they are cached under ``<paths.outputs_dir>/replay/`` (``store/tensor_cache.py``).
+    """
     replay = cfg.regime.get("replay")
     if not replay or not replay.weight:
         return None
     started = time.perf_counter()
     # The set never depends on the run's length: the first steps of a short and a long run are the same.
-    replay_set = build_replay_set(
-        model,
-        datamodule.replay_prompts(),
-        cfg.model.block_size,
-        sentences=replay.sentences,
-        weight=replay.weight,
-        batch_size=replay.batch_size,
-        temperature=replay.temperature,
-        max_len=replay.max_len,
-        seed=cfg.seed,
-    )
-    examples = replay_set.texts(datamodule.tokenizer)[:3]
-    log.info("self-replay: the base wrote %d sentences in %.1f s, e.g. %s", len(replay_set.inputs),
-             time.perf_counter() - started, examples)  # fmt: skip
+    prompts = datamodule.replay_prompts()
+    settings = {"sentences": replay.sentences, "temperature": replay.temperature, "max_len": replay.max_len,
+                "seed": cfg.seed}  # fmt: skip
+
+    def write() -> dict:
+        written = build_replay_set(model, prompts, cfg.model.block_size, weight=replay.weight,
+                                   batch_size=replay.batch_size, **settings)  # fmt: skip
+        return {"inputs": written.inputs, "targets": written.targets}
+
+    where = ""
+    if base is None:
+        rows = write()
+    else:
+        inputs = {"base_sha256": base.weights_sha256, "prompts": prompts, "block_size": cfg.model.block_size}
+        rows, path, cached = cached_tensors(Path(cfg.paths.outputs_dir) / "replay", "replay", inputs | settings, write)
+        where = f" ({'read from' if cached else 'kept in'} {path})"
+    replay_set = ReplaySet(rows["inputs"], rows["targets"], replay.weight, replay.batch_size, cfg.seed)
+    log.info("self-replay: the base wrote %d sentences%s in %.1f s, e.g. %s", len(replay_set.inputs), where,
+             time.perf_counter() - started, replay_set.texts(datamodule.tokenizer)[:3])  # fmt: skip
     return replay_set
 
 
