@@ -33,12 +33,15 @@ def test_chunked_equals_the_reference_on_odd_shapes_and_tiny_layers(scheme, out_
     assert all(b.grad is None for b in chunked.parameters())  # gradients reach the input only
 
 
-def test_chunks_start_on_quantization_blocks_and_hold_at_most_the_chunk_bytes():
+def test_chunks_start_on_quantization_blocks_and_hold_about_the_chunk_bytes():
     layer, _ = pair(48, 40, "nf4", chunk_bytes=4 * 40 * 10)  # 40 values a row: a block every 8 rows
     chunks = layer.row_chunks(torch.device("cpu"))
     assert all(start * 40 % 64 == 0 for start, _ in chunks) and [b - a for a, b in chunks] == [8] * 6
     big, _ = pair(4096, 2048, "nf4_dq", chunk_bytes=CHUNK_BYTES)  # 32 MiB dense: eight 4 MiB chunks
     assert [4 * (b - a) * 2048 for a, b in big.row_chunks(torch.device("cpu"))] == [CHUNK_BYTES] * 8
+    # 4 MiB hold 95.3 rows of 11008 values: rounded to 128 (a row count the matmul runs fast on)
+    wide, _ = pair(1000, 11008, "nf4", chunk_bytes=CHUNK_BYTES, bias=False)
+    assert [b - a for a, b in wide.row_chunks(torch.device("cpu"))] == [128] * 7 + [104]
 
 
 def test_small_weights_and_the_reference_setting_use_the_whole_weight():

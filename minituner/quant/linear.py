@@ -37,10 +37,15 @@ SCHEMES = ("nf4", "nf4_dq", "int4", "int8")
 # Dense bytes (fp32) of the weight rows dequantized at a time on the CPU, for weights of more than
 # CHUNKED_ABOVE chunks. Measured on 2 threads (Intel Xeon, 512 tokens, forward + backward,
 # benchmarks/quant_layer.py): 4 MiB chunks took 0.78x the whole-weight path's time at 4096 x 4096
-# (16 chunks) and 1.04x at 4096 x 11008, but 1.16x at 768 x 3072 (2.25 chunks: the whole 9 MiB
-# weight is better); 128 KiB chunks took 2.4x (too many small matmuls).
+# (16 chunks), but 1.16x at 768 x 3072 (2.25 chunks: the whole 9 MiB weight is better, as every
+# weight of 9 MiB or less was, chunked by 128-512 rows); 128 KiB chunks took 2.4x (too many small
+# matmuls).
 CHUNK_BYTES = 4 << 20
 CHUNKED_ABOVE = 4
+# A chunk's row count is rounded to the nearest multiple of ROW_TILE when that many rows fit half a
+# budget (the matmul's speed depends on it): 4096 x 11008 fp32 rows give 95 rows for 4 MiB, which
+# took 1.00x the whole-weight path's time, 128 rows 0.74x (96: 0.83x, 64: 0.92x).
+ROW_TILE = 128
 
 
 class _DequantizedLinear(torch.autograd.Function):
@@ -103,9 +108,9 @@ class QuantizedLinear(nn.Module):
         scheme: One of ``SCHEMES``.
         name: The layer's name in its model, for error messages.
         check_dequantized: Also check every dequantized weight for NaN/Inf (slower).
-        chunk_bytes: On the CPU, dequantize at most this many fp32 bytes of weight rows at a time
-            when the weight holds more than ``CHUNKED_ABOVE`` such chunks (None: always the whole
-            weight, the reference path).
+        chunk_bytes: On the CPU, dequantize about this many fp32 bytes of weight rows at a time
+            (the row count rounded as ``ROW_TILE`` says) when the weight holds more than
+            ``CHUNKED_ABOVE`` such chunks (None: always the whole weight, the reference path).
     """
 
     def __init__(
@@ -151,9 +156,12 @@ class QuantizedLinear(nn.Module):
             or 4 * self.weight_numel <= CHUNKED_ABOVE * self.chunk_bytes
         ):
             return None
-        # a chunk starts and ends on a quantization block (64 values; int8: any row)
-        align = 1 if self.scheme == "int8" else NF4_BLOCK // math.gcd(self.in_features, NF4_BLOCK)
-        rows = max(align, self.chunk_bytes // (4 * self.in_features) // align * align)
+        budget_rows = self.chunk_bytes / (4 * self.in_features)
+        if budget_rows >= ROW_TILE / 2:  # ROW_TILE * in_features values: whole quantization blocks
+            rows = max(ROW_TILE, round(budget_rows / ROW_TILE) * ROW_TILE)
+        else:  # a chunk starts and ends on a quantization block (64 values; int8: any row)
+            align = 1 if self.scheme == "int8" else NF4_BLOCK // math.gcd(self.in_features, NF4_BLOCK)
+            rows = max(align, int(budget_rows) // align * align)
         return [(start, min(start + rows, self.out_features)) for start in range(0, self.out_features, rows)]
 
     def dequantized_rows(self, start: int, stop: int, dtype: torch.dtype, scales: torch.Tensor) -> torch.Tensor:
