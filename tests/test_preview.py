@@ -27,6 +27,8 @@ def run_preview(tmp_path: Path, name: str) -> dict:
     assert [p.split(":")[0] for p in parts][1:] == ["> A + B", "> C + D", "> E", "> what QLoRA's adapter writes"]
     assert "meanwhile here F and what the base and LoRA write" in parts[2]
     assert done.stdout.count("  done in ") == len(parts) and "[qlora_run] run directory:" in done.stdout
+    # and says nothing twice: no LoRA parameter table per adapter copy, no TensorBoard file notices
+    assert "LoRA trainable parameters" not in done.stdout and "Directory watcher" not in done.stdout
     return json.loads((tmp_path / name / "preview.json").read_text()) | {"stdout": done.stdout}
 
 
@@ -70,6 +72,10 @@ def test_preview_runs_end_to_end_and_caches_base_and_reference(tmp_path):
     adapter = manifest["artifacts"]["qlora_adapter"]
     assert adapter["sha256"] == sha256_file(Path(adapter["path"]) / "adapter_model.safetensors")
     assert (run_dir / "qlora_run" / "memory.json").is_file()
+    # the 3-step memory runs are read for memory only: no test pass; part C's epoch is tested
+    for short_run in ("lora_run", "lora_float16_run", "qlora_float16_run"):
+        assert "irregular_acc" not in json.loads((run_dir / short_run / "metrics.json").read_text())
+    assert cold["qlora_metrics"]["irregular_acc"] >= 0
     assert not (run_dir / "qlora_run" / "nan_report.json").exists()
 
     warm = run_preview(tmp_path, "warm")

@@ -19,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import hydra
@@ -47,6 +49,9 @@ from minituner.training.metrics import relative_drift
 from minituner.training.terminal import PROGRESS_PREFIX, quiet_library_notices
 
 GIB, MIB = 2**30, 2**20
+# Niceness of the short memory runs beside part C's epoch, the preview's critical path: with them at
+# the same priority on 2 cores, the epoch's process got a core only part of the time.
+BACKGROUND_NICENESS = 10
 
 
 def training_runs(runs: dict[Path, list[str]], outputs_dir: str) -> dict[Path, dict]:
@@ -57,17 +62,20 @@ def training_runs(runs: dict[Path, list[str]], outputs_dir: str) -> dict[Path, d
     return finish_training_runs(start_training_runs(runs, outputs_dir))
 
 
-def start_training_runs(runs: dict[Path, list[str]], outputs_dir: str) -> dict[Path, RelayedApp]:
+def start_training_runs(
+    runs: dict[Path, list[str]], outputs_dir: str, background: Collection[Path] = ()
+) -> dict[Path, RelayedApp]:
     """Start ``minituner-train`` once per run directory, all in parallel, each in its own process.
 
     Their progress lines are shown as they come, each with its run directory's name. The cores are
     shared out (``OMP_NUM_THREADS``, unless set already): four children of two threads each on two
     cores spent 39 s instead of 1.4 s writing their self-replay sentences, their threads spinning
-    against each other.
+    against each other. The runs in ``background`` get a lower scheduling priority (nice +10,
+    where the system has one), so that the longest run is not slowed by the short ones.
     """
     threads = str(max(1, (os.cpu_count() or 1) // len(runs)))
     env = os.environ | {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
-    return {
+    children = {
         run_dir: RelayedApp(
             "train",
             run_dir.name,
@@ -79,6 +87,11 @@ def start_training_runs(runs: dict[Path, list[str]], outputs_dir: str) -> dict[P
         )  # fmt: skip
         for run_dir, overrides in runs.items()
     }
+    for run_dir in background:
+        if hasattr(os, "setpriority"):  # POSIX
+            with contextlib.suppress(OSError):  # already ended, or not allowed: it only costs time
+                os.setpriority(os.PRIO_PROCESS, children[run_dir].process.pid, BACKGROUND_NICENESS)
+    return children
 
 
 def finish_training_runs(children: dict[Path, RelayedApp]) -> dict[Path, dict]:
@@ -228,7 +241,9 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
     # the result: no validation passes needed here.
     fast = ["evaluate_base=false", "trainer.limit_val_batches=0"]
     epoch = [f"regime.max_epochs={cfg.preview.epochs}", "trainer.log_every_n_steps=1", *fast]
-    short = ["trainer.max_steps=3", "trainer.limit_test_batches=1", *fast]
+    # The memory runs are read for their ledger and RSS at step 2 only: no test pass. Their test
+    # batches (whole splits, in float16 on a CPU without fp16 arithmetic) took 10 of each one's 19 s.
+    short = ["trainer.max_steps=3", "trainer.limit_test_batches=0", *fast]
     if cfg.regime.get("replay"):
         # A 3-step run replays at most 3 batches of sentences: writing the other ~900 took each
         # memory run 1.1 s of CPU. Rows are padded to block_size, so no tensor's shape changes.
@@ -242,6 +257,7 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
             runs["QLoRA (NF4 base)"]: [*lora, f"quant={scheme}", "callbacks.nan_guard.policy=raise", *epoch],
         },
         cfg.paths.outputs_dir,
+        background=[d for d in runs.values() if d != runs["QLoRA (NF4 base)"]],  # the memory runs
     )
     # While they train (the QLoRA epoch outlasts the others on one core), the parts that need no
     # run of theirs: F, and the completions of the base and of LoRA, on one thread of this process.
@@ -318,6 +334,11 @@ def torch_threads(count: int):
 def main(cfg: DictConfig) -> None:
     """Console entry point ``minituner-preview``."""
     quiet_library_notices()
+    # This process puts adapters on copies of the base five times and reads a run's TensorBoard
+    # events: LoRA's parameter table (each training run prints its own) and the event reader's file
+    # notices would only repeat themselves on the terminal.
+    for name in ("minituner.lora.inject", "tensorboard"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     forwarded = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(("preview.", "paths."))]
     results = run_preview(cfg, run_dir, forwarded)
