@@ -87,10 +87,9 @@ def start_training_runs(
         )  # fmt: skip
         for run_dir, overrides in runs.items()
     }
-    for run_dir in background:
-        if hasattr(os, "setpriority"):  # POSIX
-            with contextlib.suppress(OSError):  # already ended, or not allowed: it only costs time
-                os.setpriority(os.PRIO_PROCESS, children[run_dir].process.pid, BACKGROUND_NICENESS)
+    for run_dir in background if hasattr(os, "setpriority") else ():  # POSIX only
+        with contextlib.suppress(OSError):  # already ended, or not allowed: it only costs time
+            os.setpriority(os.PRIO_PROCESS, children[run_dir].process.pid, BACKGROUND_NICENESS)
     return children
 
 
@@ -241,8 +240,8 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
     # the result: no validation passes needed here.
     fast = ["evaluate_base=false", "trainer.limit_val_batches=0"]
     epoch = [f"regime.max_epochs={cfg.preview.epochs}", "trainer.log_every_n_steps=1", *fast]
-    # The memory runs are read for their ledger and RSS at step 2 only: no test pass. Their test
-    # batches (whole splits, in float16 on a CPU without fp16 arithmetic) took 10 of each one's 19 s.
+    # The memory runs are read for their ledger and RSS at step 2 only: no test pass. Theirs took 10
+    # of each float16 run's 19 s on a CPU without fp16 arithmetic (an AMD EPYC).
     short = ["trainer.max_steps=3", "trainer.limit_test_batches=0", *fast]
     if cfg.regime.get("replay"):
         # A 3-step run replays at most 3 batches of sentences: writing the other ~900 took each
