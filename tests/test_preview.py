@@ -75,7 +75,7 @@ def test_preview_runs_end_to_end_and_caches_base_and_reference(tmp_path):
     # the 3-step memory runs are read for memory only: no test pass; part C's epoch is tested
     for short_run in ("lora_run", "lora_float16_run", "qlora_float16_run"):
         assert "irregular_acc" not in json.loads((run_dir / short_run / "metrics.json").read_text())
-    assert cold["qlora_metrics"]["irregular_acc"] >= 0
+    assert "irregular_acc" in cold["qlora_metrics"]
     assert not (run_dir / "qlora_run" / "nan_report.json").exists()
 
     warm = run_preview(tmp_path, "warm")
