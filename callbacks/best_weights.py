@@ -12,8 +12,7 @@ import math
 import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
-
-from minituner.training.run_hooks import RunHooks
+from minituner.callbacks.run_hooks import RunHooks
 
 MODES = ("min", "max")
 

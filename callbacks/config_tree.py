@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import lightning as L
 import rich
+from minituner.callbacks.run_hooks import RunContext, RunHooks
 from omegaconf import OmegaConf
 from rich.syntax import Syntax
 from rich.tree import Tree
-
-from minituner.training.run_hooks import RunContext, RunHooks
 
 FIRST = ("model", "regime", "lora", "quant", "data", "trainer")
 

@@ -17,8 +17,7 @@ import signal
 import threading
 
 import lightning as L
-
-from minituner.training.run_hooks import RunContext, RunHooks
+from minituner.callbacks.run_hooks import RunContext, RunHooks
 
 log = logging.getLogger(__name__)
 

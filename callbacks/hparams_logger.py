@@ -12,9 +12,8 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
+from minituner.callbacks.run_hooks import RunContext, RunHooks
 from omegaconf import OmegaConf
-
-from minituner.training.run_hooks import RunContext, RunHooks
 
 HPARAM_KEYS = {
     "regime": "regime.name",

@@ -14,11 +14,11 @@ import time
 import traceback
 
 import lightning as L
+from minituner.callbacks.run_hooks import RunContext, RunHooks, is_main_process
 from omegaconf import OmegaConf
 
 from minituner.store.artifacts import write_json_atomic
 from minituner.store.provenance import git_state, host_info, package_versions
-from minituner.training.run_hooks import RunContext, RunHooks, is_main_process
 
 MANIFEST_FILE = "manifest.json"
 

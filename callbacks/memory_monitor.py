@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
+from minituner.callbacks.run_hooks import RunContext, RunHooks
 
 from minituner.config.nodes import lora_config, model_config
 from minituner.memory.footprint import predict
 from minituner.memory.ledger import process_memory, tensor_ledger
 from minituner.store.artifacts import write_json_atomic
-from minituner.training.run_hooks import RunContext, RunHooks
 
 MIB = 2**20
 COMPARED_BUCKETS = ("weights", "grads", "adam")

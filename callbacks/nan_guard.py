@@ -20,6 +20,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from minituner.callbacks.run_hooks import RunContext, RunHooks, is_main_process
 from safetensors.torch import save_file
 
 from minituner.config.nodes import lora_config
@@ -27,7 +28,6 @@ from minituner.lora.adapter_io import save_adapter
 from minituner.lora.layer import lora_layers
 from minituner.quant.linear import QuantizedLinear
 from minituner.store.artifacts import sha256_file, write_atomic, write_json_atomic
-from minituner.training.run_hooks import RunContext, RunHooks, is_main_process
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
+from minituner.callbacks.run_hooks import RunContext, RunHooks
 
+from minituner.config.identity import resumable_config
 from minituner.data.resumable_loader import LoaderPosition
 from minituner.store.artifacts import remove_artifact
 from minituner.store.checkpoint_io import CheckpointError, checkpoint_dirs
-from minituner.store.resume import CHECKPOINT_DIR, resumable_config
+from minituner.store.resume import CHECKPOINT_DIR
 from minituner.store.rng_state import rng_states, set_rng_states
-from minituner.training.run_hooks import RunContext, RunHooks
 
 
 class ResumeCheckpoint(Checkpoint, RunHooks):

@@ -1,14 +1,11 @@
 """minituner: LoRA and QLoRA fine-tuning of MiniGPT with PyTorch Lightning and Hydra.
 
-The rooms (the README's "Layout and data flow" draws how a run passes through them):
-``model`` (network, tokenizer), ``data`` (corpus, datamodules), ``lora`` (adapters), ``quant``
-(quantized frozen weights), ``memory`` (calculator, ledger), ``training`` (LightningModule, the
-run pipeline), ``store`` (files on disk: atomic writes, base cache, checkpoints, resume,
-provenance), ``config`` (shipped configs, validation), ``reports`` (generated REPORT.md and
-plots), ``callbacks`` (Lightning callbacks) and ``apps`` (one module per console script; nothing
-in the library imports them).
+The subpackages, lowest layer first (each imports only those before it; ``tests/test_tree.py``
+checks it): ``model`` (network, tokenizer), ``quant`` (quantized frozen weights), ``store`` (files
+on disk: atomic writes, base cache, checkpoints, resume, provenance), ``lora`` (adapters),
+``data`` (corpus, datamodules), ``memory`` (calculator, ledger), ``generation`` (sampling, the
+verb task as text), ``config`` (shipped configs, validation: the only layer below the apps and the
+pipeline that reads a Hydra config), ``callbacks`` (Lightning callbacks and the run hooks),
+``training`` (LightningModule, the run pipeline), ``reports`` (generated REPORT.md and plots) and
+``apps`` (one module per console script; nothing in the library imports them).
 """
-
-from minituner.config.resolvers import register_resolvers
-
-register_resolvers()

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
+from minituner.config.base_request import base_dir_for, base_identity
 from minituner.model.minigpt import MiniGPT, MiniGPTConfig
-from minituner.store.base_cache import BaseCheckpointError, base_dir_for, base_key, load_base, save_base
+from minituner.store.base_cache import BaseCheckpointError, load_base, save_base
 
 TINY = MiniGPTConfig(n_layer=1, n_head=2, d_model=16, d_ff=32)
 
@@ -42,11 +43,11 @@ def test_load_detects_replaced_weights_and_missing_files(tmp_path):
 
 
 def test_cache_key_follows_model_data_recipe_and_seed(make_cfg):
-    default = base_key(make_cfg("regime=full"))
-    assert base_key(make_cfg("regime=full", "regime.optimizer.lr=0.5")) == default  # fine-tune knobs
-    assert base_key(make_cfg("regime=pretrain")) == default  # the pretrain run makes this base
-    assert base_key(make_cfg("regime=full", "model.d_ff=128")) != default
-    assert base_key(make_cfg("regime=full", "data.corpus.seed=5")) != default
-    assert base_key(make_cfg("regime=full", "base.seed=5")) != default
-    assert base_key(make_cfg("regime=pretrain", "regime.max_steps=10")) != default
+    default = base_identity(make_cfg("regime=full")).key()
+    assert base_identity(make_cfg("regime=full", "regime.optimizer.lr=0.5")).key() == default  # fine-tune knobs
+    assert base_identity(make_cfg("regime=pretrain")).key() == default  # the pretrain run makes this base
+    assert base_identity(make_cfg("regime=full", "model.d_ff=128")).key() != default
+    assert base_identity(make_cfg("regime=full", "data.corpus.seed=5")).key() != default
+    assert base_identity(make_cfg("regime=full", "base.seed=5")).key() != default
+    assert base_identity(make_cfg("regime=pretrain", "regime.max_steps=10")).key() != default
     assert base_dir_for(make_cfg("regime=full", "base.path=/somewhere")).as_posix() == "/somewhere"

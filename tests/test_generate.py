@@ -18,8 +18,9 @@ from minituner.config.errors import ConfigError
 from minituner.config.generation import plan_generation
 from minituner.config.shipped import CONF_DIR
 from minituner.data.instructions import format_prompt
+from minituner.data.verb_prompts import verb_prompts
 from minituner.generation.sampling import SamplingSettings, filter_logits, generate, generate_batch
-from minituner.generation.verb_task import first_word, verb_prompts
+from minituner.generation.verb_task import first_word
 from minituner.lora.adapter_io import AdapterError, save_adapter
 from minituner.lora.inject import LoRAConfig, inject_lora
 from minituner.lora.layer import adapter_parameters

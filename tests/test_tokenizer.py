@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from minituner.model.tokenizer import ByteTokenizer
@@ -9,7 +11,7 @@ def test_roundtrip_and_specials(tmp_path):
     assert ids[0] == tok.bos_id and ids[-1] == tok.eos_id
     assert tok.decode(ids) == "go: yesterday she went home. é"
     assert tok.vocab_size == 259
-    tok.save(tmp_path / "tokenizer.json")
+    (tmp_path / "tokenizer.json").write_text(json.dumps(tok.to_dict()))
     assert ByteTokenizer.load(tmp_path / "tokenizer.json") == tok
 
 

@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from minituner.apps.runner import RelayedApp, wait_all
+from minituner.config.base_request import base_dir_for
 from minituner.config.nodes import lora_config, model_config
 from minituner.config.shipped import CONF_DIR
 from minituner.lora.layer import lora_layers
@@ -43,7 +44,7 @@ from minituner.reports.merge_fidelity import base_copy, compare_logits, logits_o
 from minituner.reports.preview import report_text
 from minituner.reports.reference_measurements import reference_measurements, what_the_model_writes
 from minituner.store.artifacts import sha256_file, write_json_atomic, write_text_atomic
-from minituner.store.base_cache import base_dir_for, load_base
+from minituner.store.base_cache import load_base
 from minituner.store.provenance import git_state, host_info, package_versions
 from minituner.training.metrics import relative_drift
 from minituner.training.terminal import PROGRESS_PREFIX, quiet_library_notices

@@ -8,11 +8,11 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from minituner.callbacks.run_hooks import is_main_process
 from minituner.config.errors import ConfigError
 from minituner.config.shipped import CONF_DIR
 from minituner.store.run_directory import RunDirectoryBusy
 from minituner.training.pipeline import RunInterrupted, interrupted_exit_code, train
-from minituner.training.run_hooks import is_main_process
 from minituner.training.terminal import quiet_library_notices, run_summary
 
 log = logging.getLogger(__name__)

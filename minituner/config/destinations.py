@@ -8,17 +8,22 @@ new, empty or a run of the same config, and ``resume=`` must name a run director
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
+from yaml import YAMLError
 
+from minituner.config.base_request import base_dir_for, trains_base
+from minituner.config.identity import resumable_config
 from minituner.store.artifacts import readable_directory
-from minituner.store.base_cache import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, base_dir_for, trains_base
+from minituner.store.base_cache import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE
 from minituner.store.ownership import OwnershipError, artifact_kind, check_writable, listing
-from minituner.store.resume import RUN_MARKERS, is_run_directory
-from minituner.store.run_directory import run_directory_problems
+from minituner.store.resume import RUN_MARKERS, config_changes, is_run_directory
+from minituner.store.run_directory import HYDRA_FILES, LOCK_FILE
 
 BASE_FILES = (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE)
 
@@ -69,6 +74,55 @@ def output_dir(cfg: DictConfig) -> Path | None:
     except OmegaConfBaseException:
         return None
     return Path(str(value)) if value else None
+
+
+def _comparable(cfg: DictConfig, run_dir: Path) -> dict:
+    """``cfg`` as :func:`resumable_config` compares it, with its output directory pinned to ``run_dir``."""
+    pinned = copy.deepcopy(cfg)
+    with open_dict(pinned):
+        pinned.pop("hydra", None)
+        OmegaConf.update(pinned, "paths.output_dir", str(run_dir), force_add=True)
+    return resumable_config(pinned)
+
+
+def _saved_config(run_dir: Path) -> DictConfig:
+    """The config of the run in ``run_dir``: Hydra's ``.hydra/config.yaml``, else the manifest's (a library run)."""
+    hydra_config = run_dir / ".hydra" / "config.yaml"
+    if hydra_config.is_file():
+        return OmegaConf.load(hydra_config)
+    return OmegaConf.create(json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))["config"])
+
+
+def run_directory_problems(run_dir: Path, cfg: DictConfig) -> list[str]:
+    """Why a new run with ``cfg`` may not use ``run_dir``; [] when it may.
+
+    Allowed: a missing or empty directory, one holding only what Hydra writes as the run starts,
+    or minituner's run directory of the same config (a repeat of that run).
+    """
+    run_dir = Path(run_dir)
+    where = f"the run directory {run_dir} (hydra.run.dir)"
+    if not run_dir.exists():
+        return []
+    if not run_dir.is_dir():
+        return [f"{where} is a file: choose another hydra.run.dir"]
+    names = {p.name for p in run_dir.iterdir()} - {LOCK_FILE}
+    if not is_run_directory(run_dir):
+        foreign = names - HYDRA_FILES
+        if not foreign:
+            return []
+        return [f"{where} is not empty and is not a minituner run (it holds {listing(foreign)}): a new run goes "
+                "into a new or empty directory; choose another hydra.run.dir"]  # fmt: skip
+    try:
+        saved = _comparable(_saved_config(run_dir), run_dir)
+        changes = config_changes(saved, _comparable(cfg, run_dir), saved_as="in that run")
+    except (OSError, OmegaConfBaseException, YAMLError, ValueError, KeyError, TypeError) as error:
+        return [f"{where} holds a run whose config cannot be read ({type(error).__name__}: {error}): "
+                "choose another hydra.run.dir"]  # fmt: skip
+    if changes:
+        shown = "; ".join(changes[:3]) + (f"; ... ({len(changes)} in all)" if len(changes) > 3 else "")
+        return [f"{where} holds another run, with a different config ({shown}): continue that run with "
+                f"resume={run_dir} and its own overrides, or choose another hydra.run.dir"]  # fmt: skip
+    return []
 
 
 def run_dir_problems(cfg: DictConfig, run_dir: Path) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from minituner.config.base_request import base_dir_for
 from minituner.config.errors import ConfigError
 from minituner.config.schema import unknown_key_problems
 from minituner.data.instructions import format_prompt
@@ -21,7 +22,7 @@ from minituner.generation.sampling import SamplingSettings
 from minituner.lora.adapter_io import AdapterError, read_adapter
 from minituner.model.tokenizer import ByteTokenizer
 from minituner.quant.linear import SCHEMES
-from minituner.store.base_cache import CONFIG_FILE, base_dir_for
+from minituner.store.base_cache import CONFIG_FILE
 
 
 @dataclass

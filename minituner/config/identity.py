@@ -9,6 +9,26 @@ is computed changed. So identities keep only the callable's own name (``warmup_c
 
 from __future__ import annotations
 
+from omegaconf import DictConfig, OmegaConf
+
+# Keys that may differ between an interrupted run and its resumption (or a repeat of a run in its
+# own directory): where things are written and how often checkpoints are taken, nothing that
+# changes what is trained. The loggers' save_dir is the run directory: a run moved or copied
+# elsewhere still resumes.
+FREE_KEYS = (
+    "resume",
+    "paths",
+    "trainer.default_root_dir",
+    "trainer.enable_progress_bar",
+    "callbacks.checkpoint",
+    "callbacks.progress_bar",
+    "callbacks.config_tree",
+    "logger.tensorboard.save_dir",
+    "logger.csv.save_dir",
+    "logger.wandb.save_dir",
+    "logger.mlflow.tracking_uri",
+)
+
 
 def without_import_paths(value):
     """``value`` (a plain container from ``OmegaConf.to_container``) with each ``_target_`` cut to its last name."""
@@ -20,3 +40,16 @@ def without_import_paths(value):
     if isinstance(value, list):
         return [without_import_paths(item) for item in value]
     return value
+
+
+def resumable_config(cfg: DictConfig) -> dict:
+    """The resolved config as a plain dict, without the keys a resumed run may change or import paths."""
+    plain = without_import_paths(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
+    for key in FREE_KEYS:
+        *parents, leaf = key.split(".")
+        node = plain
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return plain

@@ -1,13 +1,26 @@
 """What the model reads: the verb corpus, its datamodules, JSONL instruction data, a resumable loader."""
 
-from minituner._exports import lazy_exports
+from minituner.data.corpus import CorpusConfig, VerbCorpus, generate_corpus, task_items
+from minituner.data.datamodules import IrregularDataModule, PretrainDataModule, VerbDataModule, verb_datamodule
+from minituner.data.instructions import DataFileError, InstructionDataModule, instruction_datamodule, read_records
+from minituner.data.resumable_loader import LoaderPosition, ResumableDataLoader
+from minituner.data.verb_prompts import VerbPrompt, verb_prompts
 
-__all__, __getattr__ = lazy_exports(
-    __name__,
-    {
-        "corpus": ["CorpusConfig", "VerbCorpus", "generate_corpus", "task_items"],
-        "datamodules": ["VerbDataModule", "PretrainDataModule", "IrregularDataModule", "verb_datamodule"],
-        "instructions": ["DataFileError", "InstructionDataModule", "read_records", "instruction_datamodule"],
-        "resumable_loader": ["LoaderPosition", "ResumableDataLoader"],
-    },
-)
+__all__ = [
+    "CorpusConfig",
+    "DataFileError",
+    "InstructionDataModule",
+    "IrregularDataModule",
+    "LoaderPosition",
+    "PretrainDataModule",
+    "ResumableDataLoader",
+    "VerbCorpus",
+    "VerbDataModule",
+    "VerbPrompt",
+    "generate_corpus",
+    "instruction_datamodule",
+    "read_records",
+    "task_items",
+    "verb_datamodule",
+    "verb_prompts",
+]

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from minituner.data.corpus import EXTRA_REGULAR_VERBS, CorpusConfig, VerbCorpus, generate_corpus, task_items
 from minituner.data.resumable_loader import LoaderPosition, ResumableDataLoader
-from minituner.generation.verb_task import verb_prompts
+from minituner.data.verb_prompts import verb_prompts
 from minituner.model.minigpt import IGNORE_INDEX
 from minituner.model.tokenizer import ByteTokenizer
 

@@ -1,51 +1,21 @@
-"""The phase's task as text: irregular-verb prompts cut just before the verb, completed greedily.
+"""The verb task as text: irregular-verb prompts (``data.verb_prompts``) completed greedily.
 
-``"go: yesterday she"`` should continue `` went home.``; the base, which never saw an irregular
-past form, writes `` goed home.``. A completion counts as correct when its first word is the
-correct form: a generation-based accuracy beside the log-probability one (``irregular_acc``).
+A completion counts as correct when its first word is the correct form: a generation-based
+accuracy beside the log-probability one (``irregular_acc``).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from torch import nn
 
-from minituner.data.corpus import IRREGULAR_VERBS, PAST_FORMS, Sentence, regular_past
+from minituner.data.verb_prompts import VerbPrompt
 from minituner.generation.sampling import SamplingSettings, generate
 from minituner.model.tokenizer import ByteTokenizer
 
 # the rest of the sentence: the verb, its object and the end-of-text (about 10-20 tokens)
 VERB_SETTINGS = SamplingSettings(max_new_tokens=24, temperature=0.0)
-
-
-@dataclass(frozen=True)
-class VerbPrompt:
-    """A sentence cut before its verb form: the prompt, the correct form, the over-regularised one."""
-
-    prompt: str
-    correct: str
-    wrong: str
-
-
-def verb_prompts(sentences: list[Sentence], per_verb_and_form: int | None = None) -> list[VerbPrompt]:
-    """Prompts from the past-simple and participle sentences of irregular verbs, in corpus order.
-
-    Args:
-        sentences: A corpus split (e.g. ``irregular_test``).
-        per_verb_and_form: Keep only the first n of each (verb, form) pair; None keeps all.
-    """
-    kept: dict[tuple[str, str], int] = {}
-    prompts = []
-    for s in sentences:
-        if s.lemma not in IRREGULAR_VERBS or s.form not in PAST_FORMS:
-            continue
-        seen = kept.get((s.lemma, s.form), 0)
-        if per_verb_and_form is None or seen < per_verb_and_form:
-            kept[(s.lemma, s.form)] = seen + 1
-            prompts.append(VerbPrompt(s.prefix, s.verb_form, regular_past(s.lemma)))
-    return prompts
 
 
 def first_word(text: str) -> str:

@@ -1,8 +1,6 @@
 """Training memory: the calculator that predicts it (any shape) and the ledger that measures it."""
 
-from minituner._exports import lazy_exports
+from minituner.memory.footprint import Footprint, fits, predict
+from minituner.memory.ledger import process_memory, tensor_ledger
 
-__all__, __getattr__ = lazy_exports(
-    __name__,
-    {"footprint": ["Footprint", "predict", "fits"], "ledger": ["tensor_ledger", "process_memory"]},
-)
+__all__ = ["Footprint", "fits", "predict", "process_memory", "tensor_ledger"]

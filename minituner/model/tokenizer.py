@@ -39,15 +39,9 @@ class ByteTokenizer:
         """JSON-ready definition, saved with the base checkpoint."""
         return {"type": "byte", "vocab_size": self.vocab_size, **asdict(self)}
 
-    def save(self, path: Path) -> None:
-        """Write the definition to ``path`` (atomically)."""
-        from minituner.store.artifacts import write_json_atomic
-
-        write_json_atomic(path, self.to_dict())
-
     @classmethod
     def load(cls, path: Path) -> ByteTokenizer:
-        """Read a definition written by :meth:`save`, refusing any other tokenizer type."""
+        """Read a definition written from :meth:`to_dict`, refusing any other tokenizer type."""
         data = json.loads(Path(path).read_text())
         if data.get("type") != "byte":
             raise ValueError(f"{path}: tokenizer type {data.get('type')!r} is not 'byte'")

@@ -1,8 +1,7 @@
 """Generated reports: the preview's REPORT.md and the multirun report (sweep.csv, REPORT.md, sweep.png)."""
 
-from minituner._exports import lazy_exports
+from minituner.reports.merge_fidelity import merge_fidelity
+from minituner.reports.preview import report_text
+from minituner.reports.sweep import SweepReport, write_sweep_report
 
-__all__, __getattr__ = lazy_exports(
-    __name__,
-    {"preview": ["report_text"], "merge_fidelity": ["merge_fidelity"], "sweep": ["SweepReport", "write_sweep_report"]},
-)
+__all__ = ["SweepReport", "merge_fidelity", "report_text", "write_sweep_report"]

@@ -16,7 +16,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from minituner.generation.verb_task import generation_accuracy, verb_completions, verb_prompts
+from minituner.data.verb_prompts import verb_prompts
+from minituner.generation.verb_task import generation_accuracy, verb_completions
 from minituner.reports.merge_fidelity import base_copy, merge_fidelity
 from minituner.store.artifacts import sha256_file, write_json_atomic
 from minituner.store.provenance import source_digest

@@ -8,20 +8,15 @@ settings, the pre-training recipe, the seed and the trainer limits that cut trai
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
-from minituner.config.identity import without_import_paths
-from minituner.config.nodes import model_config
-from minituner.config.shipped import load_regime
 from minituner.model.minigpt import MiniGPT, MiniGPTConfig
 from minituner.model.tokenizer import ByteTokenizer
 from minituner.store.artifacts import (
@@ -31,71 +26,53 @@ from minituner.store.artifacts import (
     write_directory_atomic,
     write_json_atomic,
 )
+from minituner.store.keys import content_key
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
-# Bumped when a code change alters what pre-training produces or how the key is computed
-# (2: the lemma cue is not a target; 3: the key no longer hashes import paths, see config.identity).
+# Part of every key: raised when a code change alters what pre-training produces or how the key is
+# computed, so that no cache entry made by other code is ever read as this code's.
 BASE_FORMAT_VERSION = 3
-# Trainer settings that change what pre-training produces, so they enter the cache key.
-_KEYED_TRAINER_FIELDS = ("max_steps", "max_epochs", "fast_dev_run", "limit_train_batches")
 
 
-def trains_base(cfg: DictConfig) -> bool:
-    """Whether the run trains a base from scratch (``regime=pretrain`` or ``pretrain_packed``)."""
-    return not cfg.regime.needs_base
+@dataclass(frozen=True)
+class BaseIdentity:
+    """Everything that determines a pretrained base's weights; its cache key hashes exactly these.
 
-
-def pretrain_recipe(cfg: DictConfig) -> DictConfig:
-    """The pre-training regime that makes this config's base.
-
-    A run that trains a base uses its own (possibly overridden) regime; any other regime's
-    base is made with ``conf/regime/<base.recipe>.yaml`` as shipped.
+    Attributes:
+        model: The network's shape.
+        corpus: The corpus settings (plain values).
+        recipe: The pre-training regime, plain, each ``_target_`` cut to its last name.
+        seed: The seed pre-training runs with.
+        trainer: The trainer limits that cut pre-training short (``max_steps``, ``max_epochs``, ...).
     """
-    if trains_base(cfg):
-        return cfg.regime
-    return load_regime(cfg.base.get("recipe", "pretrain"))
+
+    model: MiniGPTConfig
+    corpus: dict
+    recipe: dict
+    seed: int
+    trainer: dict
+
+    def key(self) -> str:
+        """12-hex-digit cache key."""
+        material = {"format_version": BASE_FORMAT_VERSION, "model": self.model.to_dict(), "corpus": self.corpus,
+                    "recipe": self.recipe, "seed": self.seed, "trainer": self.trainer}  # fmt: skip
+        return content_key(material)
 
 
-def base_seed(cfg: DictConfig) -> int:
-    """Seed of the base: the run's seed when pretraining, ``base.seed`` otherwise."""
-    return cfg.seed if trains_base(cfg) else cfg.base.seed
+def cache_entry(cache_dir: Path, model_name: str, identity: BaseIdentity, dev_run: bool = False) -> Path:
+    """The base cache's directory for ``identity``: ``<cache_dir>/<model name>-<key>`` (``-devrun`` for a dev run)."""
+    return Path(cache_dir) / f"{model_name}-{identity.key()}{'-devrun' if dev_run else ''}"
 
 
-def base_key(cfg: DictConfig) -> str:
-    """12-hex-digit cache key of the base this config trains or needs."""
-    recipe = pretrain_recipe(cfg)
-    trainer = {k: cfg.trainer.get(k) for k in _KEYED_TRAINER_FIELDS}
-    if not trains_base(cfg):  # the build inherits the recipe's step limits
-        trainer.update(max_steps=recipe.max_steps, max_epochs=recipe.max_epochs)
-    material = {
-        "format_version": BASE_FORMAT_VERSION,
-        "model": model_config(cfg).to_dict(),
-        "corpus": OmegaConf.to_container(cfg.data.corpus, resolve=True),
-        "recipe": without_import_paths(OmegaConf.to_container(recipe, resolve=True)),
-        "seed": base_seed(cfg),
-        "trainer": trainer,
-    }
-    blob = json.dumps(material, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def base_dir_for(cfg: DictConfig) -> Path:
-    """Directory of the base: ``base.path`` when set, else its cache entry."""
-    if cfg.base.path:
-        return Path(cfg.base.path)
-    suffix = "-devrun" if cfg.trainer.get("fast_dev_run") else ""
-    return Path(cfg.paths.base_cache_dir) / f"{cfg.model.name}-{base_key(cfg)}{suffix}"
-
-
-def ensure_base(cfg: DictConfig, build: Callable[[], None]) -> Path:
-    """The directory of the base ``cfg`` fine-tunes, calling ``build()`` first when it is missing.
+def ensure_base(directory: Path, build: Callable[[], None]) -> Path:
+    """``directory``, calling ``build()`` first when it holds no base yet.
 
     Parallel sweep jobs that need the same missing base take a lock beside it: the first
     builds it, the others wait and then find it.
     """
-    directory = base_dir_for(cfg)
+    directory = Path(directory)
     if not (directory / CONFIG_FILE).is_file():
         with exclusive_lock(directory.with_name(f".{directory.name}.lock")):
             if not (directory / CONFIG_FILE).is_file():
@@ -132,7 +109,7 @@ def save_base(model: MiniGPT, directory: Path, metadata: dict, kind: str = "base
     def fill(staging: Path) -> None:
         save_model(model, str(staging / WEIGHTS_FILE))
         digests.append(sha256_file(staging / WEIGHTS_FILE))
-        ByteTokenizer().save(staging / TOKENIZER_FILE)
+        write_json_atomic(staging / TOKENIZER_FILE, ByteTokenizer().to_dict())
         write_json_atomic(
             staging / CONFIG_FILE,
             {"model": model.config.to_dict(), "weights_sha256": digests[0], **metadata},

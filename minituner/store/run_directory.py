@@ -1,7 +1,8 @@
 """Who may use a run directory: a new run only a new or empty one (or its own), and one process at a time.
 
-* :func:`run_directory_problems`: a new run (not ``resume=``) is refused, before anything is
-  written, a directory that holds files of something else or a run with a different config.
+* A new run (not ``resume=``) is refused, before anything is written, a directory that holds
+  files of something else or a run with a different config
+  (``config.destinations.run_directory_problems``, with :data:`LOCK_FILE` and :data:`HYDRA_FILES`).
 * :func:`run_lock`: a run holds ``<run dir>/.minituner-run.lock`` (an advisory ``flock`` plus
   the holder's pid, host, start time and command) for its lifetime; a second process on the
   same directory fails at once naming the holder. The kernel releases the lock when its holder
@@ -11,7 +12,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import datetime
 import fcntl
 import json
@@ -22,13 +22,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import OmegaConfBaseException
-from yaml import YAMLError
-
-from minituner.store.ownership import listing
-from minituner.store.resume import config_changes, is_run_directory, resumable_config
-
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".minituner-run.lock"
@@ -37,55 +30,6 @@ HYDRA_FILES = {".hydra", "train.log"}  # what Hydra itself writes into a run dir
 
 class RunDirectoryBusy(RuntimeError):
     """Another live process holds the run directory; the message names it (pid, host, start time, command)."""
-
-
-def _comparable(cfg: DictConfig, run_dir: Path) -> dict:
-    """``cfg`` as :func:`resumable_config` compares it, with its output directory pinned to ``run_dir``."""
-    pinned = copy.deepcopy(cfg)
-    with open_dict(pinned):
-        pinned.pop("hydra", None)
-        OmegaConf.update(pinned, "paths.output_dir", str(run_dir), force_add=True)
-    return resumable_config(pinned)
-
-
-def _saved_config(run_dir: Path) -> DictConfig:
-    """The config of the run in ``run_dir``: Hydra's ``.hydra/config.yaml``, else the manifest's (a library run)."""
-    hydra_config = run_dir / ".hydra" / "config.yaml"
-    if hydra_config.is_file():
-        return OmegaConf.load(hydra_config)
-    return OmegaConf.create(json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))["config"])
-
-
-def run_directory_problems(run_dir: Path, cfg: DictConfig) -> list[str]:
-    """Why a new run with ``cfg`` may not use ``run_dir``; [] when it may.
-
-    Allowed: a missing or empty directory, one holding only what Hydra writes as the run starts,
-    or minituner's run directory of the same config (a repeat of that run).
-    """
-    run_dir = Path(run_dir)
-    where = f"the run directory {run_dir} (hydra.run.dir)"
-    if not run_dir.exists():
-        return []
-    if not run_dir.is_dir():
-        return [f"{where} is a file: choose another hydra.run.dir"]
-    names = {p.name for p in run_dir.iterdir()} - {LOCK_FILE}
-    if not is_run_directory(run_dir):
-        foreign = names - HYDRA_FILES
-        if not foreign:
-            return []
-        return [f"{where} is not empty and is not a minituner run (it holds {listing(foreign)}): a new run goes "
-                "into a new or empty directory; choose another hydra.run.dir"]  # fmt: skip
-    try:
-        saved = _comparable(_saved_config(run_dir), run_dir)
-        changes = config_changes(saved, _comparable(cfg, run_dir), saved_as="in that run")
-    except (OSError, OmegaConfBaseException, YAMLError, ValueError, KeyError, TypeError) as error:
-        return [f"{where} holds a run whose config cannot be read ({type(error).__name__}: {error}): "
-                "choose another hydra.run.dir"]  # fmt: skip
-    if changes:
-        shown = "; ".join(changes[:3]) + (f"; ... ({len(changes)} in all)" if len(changes) > 3 else "")
-        return [f"{where} holds another run, with a different config ({shown}): continue that run with "
-                f"resume={run_dir} and its own overrides, or choose another hydra.run.dir"]  # fmt: skip
-    return []
 
 
 def lock_holder(run_dir: Path) -> dict | None:

@@ -1,16 +1,19 @@
-"""Training: the LightningModule, metrics, schedules, run hooks, and the run pipeline ``train(cfg)``."""
+"""Training: the LightningModule, metrics, schedules, and the run pipeline ``train(cfg)``."""
 
-from minituner._exports import lazy_exports
+from minituner.training.checkpoint_plugin import SafeCheckpointIO
+from minituner.training.evaluation import evaluate_on_test_split
+from minituner.training.metrics import evaluation_metrics, relative_drift
+from minituner.training.module import MiniGPTModule
+from minituner.training.pipeline import RunInterrupted, train
+from minituner.training.schedules import warmup_cosine
 
-__all__, __getattr__ = lazy_exports(
-    __name__,
-    {
-        "pipeline": ["train", "RunInterrupted"],
-        "module": ["MiniGPTModule"],
-        "checkpoint_plugin": ["SafeCheckpointIO"],
-        "metrics": ["evaluation_metrics", "relative_drift"],
-        "evaluation": ["evaluate_on_test_split"],
-        "schedules": ["warmup_cosine"],
-        "run_hooks": ["RunContext", "RunHooks"],
-    },
-)
+__all__ = [
+    "MiniGPTModule",
+    "RunInterrupted",
+    "SafeCheckpointIO",
+    "evaluate_on_test_split",
+    "evaluation_metrics",
+    "relative_drift",
+    "train",
+    "warmup_cosine",
+]

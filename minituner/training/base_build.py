@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from minituner.store.base_cache import pretrain_recipe
+from minituner.config.base_request import pretrain_recipe
 from minituner.store.resume import CHECKPOINT_DIR
 
 

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -19,6 +20,10 @@ from lightning.pytorch.callbacks import Checkpoint
 from omegaconf import DictConfig, OmegaConf
 
 from minituner.callbacks.graceful_stop import GracefulStop
+from minituner.callbacks.run_hooks import RunContext, RunHooks, is_main_process, notify
+from minituner.config.base_request import base_dir_for, base_identity, base_seed
+from minituner.config.errors import ConfigError
+from minituner.config.identity import resumable_config
 from minituner.config.nodes import lora_config, model_config
 from minituner.config.validation import validate_config
 from minituner.lora.adapter_io import save_adapter
@@ -28,8 +33,8 @@ from minituner.model.precision import cast_frozen_base
 from minituner.quant.linear import quantize_model
 from minituner.quant.storage import quantized_rows, quantized_storage
 from minituner.store.artifacts import weights_bytes, write_json_atomic
-from minituner.store.base_cache import LoadedBase, base_dir_for, base_key, base_seed, ensure_base, load_base, save_base
-from minituner.store.resume import plan_resume
+from minituner.store.base_cache import LoadedBase, ensure_base, load_base, save_base
+from minituner.store.resume import ResumeError, ResumePlan, plan_resume
 from minituner.store.run_directory import run_lock
 from minituner.store.tensor_cache import cached_tensors
 from minituner.training.base_build import base_build_config
@@ -38,7 +43,6 @@ from minituner.training.distributed import rank_digests
 from minituner.training.metrics import relative_drift
 from minituner.training.module import MiniGPTModule
 from minituner.training.replay import ReplaySet, build_replay_set
-from minituner.training.run_hooks import RunContext, RunHooks, is_main_process, notify
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +60,6 @@ def interrupted_exit_code(signal_name: str) -> int:
     return 128 + signal.Signals[signal_name].value
 
 
-def _test_metrics(trainer: L.Trainer, module: MiniGPTModule, datamodule) -> dict[str, float]:
-    trainer.test(module, datamodule=datamodule, verbose=False)
-    return {k.removeprefix("test/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-
-
 def _build_base(cfg: DictConfig) -> None:
     log.info("no base at %s: pretraining it first", base_dir_for(cfg))
     train(base_build_config(cfg))
@@ -71,7 +70,7 @@ def prepare_model(cfg: DictConfig) -> tuple[MiniGPT, LoadedBase | None]:
     if not cfg.regime.needs_base:
         L.seed_everything(cfg.seed, workers=True)
         return MiniGPT(model_config(cfg)), None
-    directory = ensure_base(cfg, lambda: _build_base(cfg))
+    directory = ensure_base(base_dir_for(cfg), lambda: _build_base(cfg))
     base = load_base(directory, model_config(cfg))
     L.seed_everything(cfg.seed, workers=True)
     return base.model, base
@@ -90,7 +89,7 @@ def save_trained(cfg: DictConfig, model: MiniGPT, base: LoadedBase | None, metri
             model,
             directory,
             {
-                "key": base_key(cfg),
+                "key": base_identity(cfg).key(),
                 "seed": base_seed(cfg),
                 "corpus": OmegaConf.to_container(cfg.data.corpus, resolve=True),
                 "recipe": OmegaConf.to_container(cfg.regime, resolve=True),
@@ -129,22 +128,29 @@ def train(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.paths.output_dir)
     # One process per run directory (DDP's other ranks are the same run: rank 0 holds it for them).
     with run_lock(run_dir) if is_main_process() else contextlib.nullcontext():
-        checkpoint = None
-        if cfg.get("resume"):
-            plan = plan_resume(cfg)
-            if plan.finished_metrics is not None:
-                return plan.finished_metrics
-            checkpoint = plan.checkpoint
+        plan = resume_plan(cfg, run_dir)
+        if plan.finished_metrics is not None:
+            return plan.finished_metrics
         callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
         _warn_if_unprotected(callbacks)
         run = RunContext(cfg=cfg, run_dir=run_dir, overrides=_overrides())
         try:
-            metrics = _run(cfg, callbacks, run, checkpoint)
+            metrics = _run(cfg, callbacks, run, plan.checkpoint)
         except BaseException as error:
             notify(callbacks, "on_run_failed", run, error)
             raise
         notify(callbacks, "on_run_end", run, metrics)
         return metrics
+
+
+def resume_plan(cfg: DictConfig, run_dir: Path) -> ResumePlan:
+    """How this run starts: from step 0, from ``resume=``'s newest checkpoint, or not at all (finished)."""
+    if not cfg.get("resume"):
+        return ResumePlan()
+    try:
+        return plan_resume(run_dir, cfg.resume, resumable_config(cfg))
+    except ResumeError as error:
+        raise ConfigError(error.problems) from error
 
 
 def _warn_if_unprotected(callbacks: list) -> None:
@@ -160,69 +166,114 @@ def _run(cfg: DictConfig, callbacks: list, run: RunContext, checkpoint: Path | N
     run.model, run.base = model, base
     notify(callbacks, "on_run_start", run)
     datamodule = instantiate(cfg.data)
-    module = MiniGPTModule(
-        model,
-        optimizer=instantiate(cfg.regime.optimizer),
-        scheduler=instantiate(cfg.regime.scheduler) if cfg.regime.get("scheduler") else None,
-        replay=_replay_set(cfg, model, base, datamodule),  # written by the full-precision base, before quantization
-    )
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        logger=[instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else False,
-        callbacks=callbacks or None,
-        plugins=[SafeCheckpointIO()],  # checkpoints as safetensors + JSON, never pickle
-        # on with callbacks.checkpoint only: otherwise Lightning would add a ModelCheckpoint of its own
-        enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
-    )
-    run.trainer = trainer
+    module = lightning_module(cfg, model, base, datamodule)
+    trainer = run.trainer = build_trainer(cfg, callbacks)
     metrics: dict = {"regime": cfg.regime.name, "seed": cfg.seed}
-    if base is not None and cfg.evaluate_base:
-        trainer.validate(module, datamodule=datamodule, verbose=False)  # step 0 of the val curves
-        before = _test_metrics(trainer, module, datamodule)
-        metrics.update({f"base_{k}": v for k, v in before.items()})
-    if base is not None:
-        metrics.update(base_dir=str(base.directory), base_sha256=base.weights_sha256)
-    quantized = cfg.quant.scheme != "none"
-    if quantized:  # quantize the frozen base first (from its fp32 weights), then wrap it with LoRA
-        quantize_model(model, cfg.quant.scheme, cfg.quant.check_dequantized)
-        metrics.update(quant_scheme=cfg.quant.scheme, **quantized_storage(model))
-    if base is not None:
-        metrics["base_dtype"] = cfg.base.dtype
-        cast_frozen_base(model, cfg.base.dtype)  # what is left dense, in base.dtype (a no-op for float32)
-    if cfg.evaluate_base and (quantized or cfg.base.dtype != "float32"):  # the frozen base as stored
-        stored = _test_metrics(trainer, module, datamodule)
-        prefix = "quantized_base_" if quantized else "stored_base_"
-        metrics.update({f"{prefix}{k}": v for k, v in stored.items()})
-    if cfg.regime.trainable == "lora":
-        inject_lora(model, lora_config(cfg))
+    metrics |= prepare_frozen_base(cfg, model, base, Evaluator(trainer, module, datamodule))
     notify(callbacks, "on_model_ready", run)
-
-    started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
-    metrics["train_seconds"] = round(time.perf_counter() - started, 2)
-    metrics["train_steps"] = trainer.global_step
-    for callback in callbacks:
-        if isinstance(callback, RunHooks):
-            metrics.update(callback.run_metrics())
+    metrics |= fit(trainer, module, datamodule, checkpoint, callbacks)
     if base is None and "stopped_by_signal" in metrics:  # a half-trained base must not enter the cache
         raise RunInterrupted(
             metrics["stopped_by_signal"],
             f"pretraining stopped by {metrics['stopped_by_signal']} at step {trainer.global_step}: "
             "the base is not cached; run again to build it",
         )
-    metrics.update(_test_metrics(trainer, module, datamodule))
-    # quantized weights are buffers, not parameters: count them so totals compare across regimes
-    metrics["total_params"] = model.num_parameters() + sum(r["weights"] for r in quantized_rows(model))
-    metrics["trainable_params"] = model.num_parameters(trainable_only=True)
+    metrics |= Evaluator(trainer, module, datamodule).test()
+    metrics |= parameter_counts(model)
     if trainer.world_size > 1:
         metrics["trainable_sha256_per_rank"] = rank_digests(trainer, model)
     if "base_regular_ppl" in metrics:
         metrics["regular_ppl_drift"] = relative_drift(metrics["base_regular_ppl"], metrics["regular_ppl"])
     if is_main_process():  # under DDP the other ranks hold the same weights (checked above)
-        metrics.update(save_trained(cfg, model, base, metrics))
+        metrics |= save_trained(cfg, model, base, metrics)
         write_json_atomic(run.run_dir / "metrics.json", metrics)
     log.info("metrics: %s", metrics)
     return metrics
+
+
+@dataclass
+class Evaluator:
+    """The test pass of a run's trainer, module and data (the base's figures before fine-tuning too)."""
+
+    trainer: L.Trainer
+    module: MiniGPTModule
+    datamodule: L.LightningDataModule
+
+    def test(self) -> dict[str, float]:
+        """Test metrics, without their ``test/`` prefix."""
+        self.trainer.test(self.module, datamodule=self.datamodule, verbose=False)
+        metrics = self.trainer.callback_metrics
+        return {k.removeprefix("test/"): float(v) for k, v in metrics.items() if k.startswith("test/")}
+
+    def validate(self) -> None:
+        """One validation pass: step 0 of the validation curves."""
+        self.trainer.validate(self.module, datamodule=self.datamodule, verbose=False)
+
+
+def lightning_module(cfg: DictConfig, model: MiniGPT, base: LoadedBase | None, datamodule) -> MiniGPTModule:
+    """The LightningModule: the model, the regime's optimizer and schedule, and its self-replay set."""
+    return MiniGPTModule(
+        model,
+        optimizer=instantiate(cfg.regime.optimizer),
+        scheduler=instantiate(cfg.regime.scheduler) if cfg.regime.get("scheduler") else None,
+        replay=_replay_set(cfg, model, base, datamodule),  # written by the full-precision base, before quantization
+    )
+
+
+def build_trainer(cfg: DictConfig, callbacks: list) -> L.Trainer:
+    """The Trainer of ``cfg.trainer`` with the run's loggers and callbacks; checkpoints as safetensors + JSON."""
+    return instantiate(
+        cfg.trainer,
+        logger=[instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else False,
+        callbacks=callbacks or None,
+        plugins=[SafeCheckpointIO()],  # never pickle
+        # on with callbacks.checkpoint only: otherwise Lightning would add a ModelCheckpoint of its own
+        enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
+    )
+
+
+def prepare_frozen_base(cfg: DictConfig, model: MiniGPT, base: LoadedBase | None, evaluator: Evaluator) -> dict:
+    """Evaluate the base, quantize and cast its frozen weights, evaluate them as stored, inject LoRA.
+
+    The order is fixed: the frozen base is quantized from its fp32 weights first, then wrapped
+    with LoRA. Returns the metrics of these steps (the base's test figures, its storage).
+    """
+    metrics = {}
+    if base is not None and cfg.evaluate_base:
+        evaluator.validate()
+        metrics |= {f"base_{k}": v for k, v in evaluator.test().items()}
+    if base is not None:
+        metrics |= {"base_dir": str(base.directory), "base_sha256": base.weights_sha256}
+    quantized = cfg.quant.scheme != "none"
+    if quantized:
+        quantize_model(model, cfg.quant.scheme, cfg.quant.check_dequantized)
+        metrics |= {"quant_scheme": cfg.quant.scheme, **quantized_storage(model)}
+    if base is not None:
+        metrics["base_dtype"] = cfg.base.dtype
+        cast_frozen_base(model, cfg.base.dtype)  # what is left dense, in base.dtype (a no-op for float32)
+    if cfg.evaluate_base and (quantized or cfg.base.dtype != "float32"):  # the frozen base as stored
+        prefix = "quantized_base_" if quantized else "stored_base_"
+        metrics |= {f"{prefix}{k}": v for k, v in evaluator.test().items()}
+    if cfg.regime.trainable == "lora":
+        inject_lora(model, lora_config(cfg))
+    return metrics
+
+
+def fit(trainer: L.Trainer, module: MiniGPTModule, datamodule, checkpoint: Path | None, callbacks: list) -> dict:
+    """``trainer.fit`` (from ``checkpoint`` when resuming); its time, steps and the callbacks' run metrics."""
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
+    metrics = {"train_seconds": round(time.perf_counter() - started, 2), "train_steps": trainer.global_step}
+    for callback in callbacks:
+        if isinstance(callback, RunHooks):
+            metrics |= callback.run_metrics()
+    return metrics
+
+
+def parameter_counts(model: MiniGPT) -> dict[str, int]:
+    """Total and trainable parameters; quantized weights are buffers, counted so totals compare across regimes."""
+    total = model.num_parameters() + sum(r["weights"] for r in quantized_rows(model))
+    return {"total_params": total, "trainable_params": model.num_parameters(trainable_only=True)}
 
 
 def _replay_set(cfg: DictConfig, model: MiniGPT, base: LoadedBase | None, datamodule) -> ReplaySet | None:
