@@ -120,6 +120,8 @@ def device_named(name: str) -> Device:
 def add_device_argument(parser) -> None:
     """``--device cpu|cuda`` on a benchmark's argument parser (parsed into a :class:`Device`)."""
     parser.add_argument(
-        "--device", type=device_named, default=CPU,
+        "--device",
+        type=device_named,
+        default=CPU,
         help="cpu (fp32, 2 threads) or cuda (bf16 autocast, synchronised timers, CUDA peak memory)",
-    )  # fmt: skip
+    )

@@ -69,8 +69,13 @@ def plot(points: list[dict], base_seeds: list[int], path: Path) -> None:
                 ys = [100 * p[f"{split}_acc"] for p in mine]
                 ax.plot(xs, ys, marker="o", label=family)
                 for i, (p, x, y) in enumerate(zip(mine, xs, ys, strict=True)):  # stacked: replay points crowd
-                    ax.annotate(p["label"], (x, y), fontsize=7, xytext=(4, -9 - 8 * i * ("replay" in p["label"])),
-                                textcoords="offset points")  # fmt: skip
+                    ax.annotate(
+                        p["label"],
+                        (x, y),
+                        fontsize=7,
+                        xytext=(4, -9 - 8 * i * ("replay" in p["label"])),
+                        textcoords="offset points",
+                    )
             ax.axvline(100 * MAX_DRIFT, linestyle="--", color="red", label="5% drift bar")
             ax.set_title(f"base seed {base_seed}: {'validation' if split == 'val' else 'test'}")
             ax.set_xlabel("control perplexity drift (%)")

@@ -69,8 +69,14 @@ def main() -> None:
         for new_tokens in lengths:
             repeats = args.repeats if name == "minigpt" else max(1, args.repeats // 2)
             cached, full = rate(model, new_tokens, True, repeats), rate(model, new_tokens, False, repeats)
-            rows.append({"new_tokens": new_tokens, "cached": cached, "uncached": full,
-                         "speedup": round(cached["tokens_per_second"] / full["tokens_per_second"], 2)})  # fmt: skip
+            rows.append(
+                {
+                    "new_tokens": new_tokens,
+                    "cached": cached,
+                    "uncached": full,
+                    "speedup": round(cached["tokens_per_second"] / full["tokens_per_second"], 2),
+                }
+            )
             print(json.dumps({"model": name, **rows[-1]}), flush=True)
         results["models"][name] = {"parameters": model.num_parameters(), "rows": rows}
     text = json.dumps(results, indent=2)

@@ -50,10 +50,15 @@ def child(regime: str) -> dict:
     measured = tensor_ledger(model, optimizer)  # gradients kept: the peak of a step holds them
     memory = process_memory()
     predicted = predict(
-        config, regime, lora=None if regime == "full" else LORA,
-        quant="nf4_dq" if regime.startswith("qlora") else "none", precision="fp32", batch_size=batch_size,
-        seq_len=seq, base_dtype="bfloat16" if regime.endswith("_bf16") else "float32",
-    ).to_dict()  # fmt: skip
+        config,
+        regime,
+        lora=None if regime == "full" else LORA,
+        quant="nf4_dq" if regime.startswith("qlora") else "none",
+        precision="fp32",
+        batch_size=batch_size,
+        seq_len=seq,
+        base_dtype="bfloat16" if regime.endswith("_bf16") else "float32",
+    ).to_dict()
     tensors = {b: measured[b] for b in BUCKETS}
     return {
         "regime": regime,
@@ -112,15 +117,22 @@ def main() -> None:
         rows.append(row)
     by_regime = {r["regime"]: r for r in rows}
     plot(rows)
-    print(json.dumps({
-        "model": MODEL,
-        "batch": dict(zip(("sequences", "tokens_per_sequence"), BATCHES[MODEL], strict=True)),
-        "regimes": rows,
-        "qlora_vs_lora_peak_rss": round(by_regime["qlora"]["peak_rss_bytes"] / by_regime["lora"]["peak_rss_bytes"], 3),
-        "max_abs_tensor_error": max(abs(r["error"]) for r in rows),
-        "table": table(rows),
-        "figure": str(FIGURE),
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "model": MODEL,
+                "batch": dict(zip(("sequences", "tokens_per_sequence"), BATCHES[MODEL], strict=True)),
+                "regimes": rows,
+                "qlora_vs_lora_peak_rss": round(
+                    by_regime["qlora"]["peak_rss_bytes"] / by_regime["lora"]["peak_rss_bytes"], 3
+                ),
+                "max_abs_tensor_error": max(abs(r["error"]) for r in rows),
+                "table": table(rows),
+                "figure": str(FIGURE),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -76,9 +76,13 @@ def measure(config: MiniGPTConfig, regime: str, batch_shape: tuple[int, int], st
     else:
         peak = held["weights"] + held["grads"] + held["adam"] + device.peak_allocated_bytes(step)
     predicted = predict(
-        config, regime, lora=None if regime == "full" else LORA, quant="nf4_dq" if regime == "qlora" else "none",
-        batch_size=batch_size, seq_len=seq,
-    )  # fmt: skip
+        config,
+        regime,
+        lora=None if regime == "full" else LORA,
+        quant="nf4_dq" if regime == "qlora" else "none",
+        batch_size=batch_size,
+        seq_len=seq,
+    )
     median = statistics.median(times)
     exact = predicted.total - predicted.activations  # weights, gradients and Adam: the ledger matches these
     per_value = batch_size * seq * config.d_model * config.n_layer  # residual values over all layers
@@ -128,10 +132,21 @@ def draw(result: dict, path: Path) -> None:
         for regime, colour in colours.items():
             x = [xs[n] for n in names]
             axes[row][0].plot(x, [rows[n][regime]["median_step_s"] for n in names], "o-", color=colour, label=regime)
-            axes[row][1].plot(x, [rows[n][regime]["peak_memory_bytes"] / 2**20 for n in names], "o-", color=colour,
-                              label=f"{regime} measured")  # fmt: skip
-            axes[row][1].plot(x, [rows[n][regime]["predicted_bytes"] / 2**20 for n in names], "x--", color=colour,
-                              alpha=0.7, label=f"{regime} calculator")  # fmt: skip
+            axes[row][1].plot(
+                x,
+                [rows[n][regime]["peak_memory_bytes"] / 2**20 for n in names],
+                "o-",
+                color=colour,
+                label=f"{regime} measured",
+            )
+            axes[row][1].plot(
+                x,
+                [rows[n][regime]["predicted_bytes"] / 2**20 for n in names],
+                "x--",
+                color=colour,
+                alpha=0.7,
+                label=f"{regime} calculator",
+            )
         for column, ylabel in enumerate(("median step time (s)", "peak memory of a step (MiB)")):
             axes[row][column].set(xscale="log", yscale="log", xlabel=label, ylabel=ylabel)
             axes[row][column].grid(True, which="both", alpha=0.3)
@@ -139,8 +154,11 @@ def draw(result: dict, path: Path) -> None:
     size_fit, seq_fit = result["fits"]["sizes"], result["fits"]["seq_lengths"]
     axes[0][0].set_title("step time vs size (k: " + ", ".join(f"{r} {size_fit[r]['step_time']}" for r in REGIMES) + ")")
     axes[0][1].set_title("memory vs size (k: " + ", ".join(f"{r} {size_fit[r]['peak_memory']}" for r in REGIMES) + ")")
-    axes[1][0].set_title(f"step time vs length at {result['seq_shape']} (k: "
-                         + ", ".join(f"{r} {seq_fit[r]['step_time']}" for r in REGIMES) + ")")  # fmt: skip
+    axes[1][0].set_title(
+        f"step time vs length at {result['seq_shape']} (k: "
+        + ", ".join(f"{r} {seq_fit[r]['step_time']}" for r in REGIMES)
+        + ")"
+    )
     axes[1][1].set_title(f"memory vs length at {result['seq_shape']}")
     figure.suptitle(f"training cost, batch {BATCH[0]} sequences, {result['host']['device']}")
     path.parent.mkdir(parents=True, exist_ok=True)

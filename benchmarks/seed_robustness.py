@@ -42,8 +42,13 @@ def summary(cells: list[dict]) -> dict:
 
     def stats(values: list[float]) -> dict:
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        return {"mean": statistics.fmean(values), "sd": spread, "median": statistics.median(values),
-                "min": min(values), "max": max(values)}  # fmt: skip
+        return {
+            "mean": statistics.fmean(values),
+            "sd": spread,
+            "median": statistics.median(values),
+            "min": min(values),
+            "max": max(values),
+        }
 
     return {
         "cells": len(cells),
@@ -59,8 +64,13 @@ def summary(cells: list[dict]) -> dict:
 
 def run_cell(outputs: Path, recipe: str, base_seed: int, seed: int) -> dict:
     """One fine-tune; its figures as a cell of the grid."""
-    wall, m = timed_run(outputs, f"seed_robustness/{recipe}_base{base_seed}_seed{seed}",
-                        *RECIPES[recipe], f"base.seed={base_seed}", f"seed={seed}")  # fmt: skip
+    wall, m = timed_run(
+        outputs,
+        f"seed_robustness/{recipe}_base{base_seed}_seed{seed}",
+        *RECIPES[recipe],
+        f"base.seed={base_seed}",
+        f"seed={seed}",
+    )
     gain = 100 * (m["irregular_acc"] - m["base_irregular_acc"])
     return {
         "recipe": recipe,
@@ -84,8 +94,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--recipes", nargs="+", choices=sorted(RECIPES), default=["lora", "qlora"])
     parser.add_argument("--outputs", type=Path, default=Path("outputs"), help="paths.outputs_dir (bases/ reused)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="cells run at once; each gets cores/jobs threads (OMP_NUM_THREADS)")  # fmt: skip
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="cells run at once; each gets cores/jobs threads (OMP_NUM_THREADS)"
+    )
     parser.add_argument("--json-out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     share_cores(args.jobs)

@@ -28,9 +28,18 @@ from minituner.apps.runner import run_app
 
 FIGURES = Path(__file__).parent / "figures"
 # The flags a root shell on a machine without a network needs (no sandbox, no background traffic).
-CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1500,1000", "--hide-scrollbars")  # fmt: skip
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1500,1000",
+    "--hide-scrollbars",
+)
 PAGES = {  # file -> the dashboard and tag filter it shows
     "tensorboard_curves.png": "?tagFilter=train%2Floss%7Cval%2Firregular_acc%7Cval%2Fregular_ppl#timeseries",
     "tensorboard_memory.png": "?tagFilter=memory%2Fledger_total%7Cmemory%2Frss_mib#timeseries",
@@ -51,8 +60,15 @@ def train_runs(root: Path, outputs: Path) -> dict[str, Path]:
 
 def start_tensorboard(logdir: Path) -> tuple[subprocess.Popen, str]:
     """``tensorboard --logdir`` on 127.0.0.1 and a free port; the process and its URL."""
-    command = [str(Path(sys.executable).with_name("tensorboard")), "--logdir", str(logdir), "--host", "127.0.0.1",
-               "--port", "0"]  # fmt: skip
+    command = [
+        str(Path(sys.executable).with_name("tensorboard")),
+        "--logdir",
+        str(logdir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:

@@ -161,10 +161,18 @@ def minituner_loop(model: MiniGPT, batch: dict, warmup: int, steps: int, device:
     timer = StepTimer(device)
     module = MiniGPTModule(model, optimizer=partial(torch.optim.AdamW, lr=1e-4))
     trainer = L.Trainer(
-        devices=1, max_steps=warmup + steps, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0, limit_val_batches=0,
-        num_sanity_val_steps=0, callbacks=[timer, NaNGuard(check_dequantized=False)], **device.trainer_options(),
-    )  # fmt: skip
+        devices=1,
+        max_steps=warmup + steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[timer, NaNGuard(check_dequantized=False)],
+        **device.trainer_options(),
+    )
     trainer.fit(module, DataLoader(SameBatch(batch, warmup + steps), batch_size=None))
     return timer.step_times()[warmup:]
 
@@ -175,10 +183,13 @@ def linear4bit(linear: nn.Linear, device: Device = CPU) -> nn.Module:
     It computes in fp32 on the CPU and in bf16 on CUDA (the QLoRA recipe's compute dtype).
     """
     layer = bitsandbytes.nn.Linear4bit(
-        linear.in_features, linear.out_features, bias=linear.bias is not None,
-        compute_dtype=torch.bfloat16 if device.is_cuda else torch.float32, compress_statistics=True,
+        linear.in_features,
+        linear.out_features,
+        bias=linear.bias is not None,
+        compute_dtype=torch.bfloat16 if device.is_cuda else torch.float32,
+        compress_statistics=True,
         quant_type="nf4",
-    )  # fmt: skip
+    )
     layer.weight = bitsandbytes.nn.Params4bit(
         linear.weight.data, requires_grad=False, blocksize=64, compress_statistics=True, quant_type="nf4"
     )
@@ -292,8 +303,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement (after 2 warm-up steps)")
     parser.add_argument("--rounds", type=int, default=3, help="measurements of each variant, taken in turn")
     parser.add_argument("--batch", type=parse_batch, help="sequences x tokens, e.g. 4x256 (default: per model)")
-    parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=REGIMES,
-                        help="_bf16: the frozen base (but NF4 codes) stored in bf16, adapters fp32")  # fmt: skip
+    parser.add_argument(
+        "--regimes",
+        nargs="+",
+        default=list(REGIMES),
+        choices=REGIMES,
+        help="_bf16: the frozen base (but NF4 codes) stored in bf16, adapters fp32",
+    )
     add_device_argument(parser)
     args = parser.parse_args()
     result = {

@@ -40,8 +40,10 @@ class BestWeights(L.Callback, RunHooks):
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return  # the base's evaluation before fit is no candidate
         if self.monitor not in trainer.callback_metrics:
-            raise KeyError(f"callbacks.best_weights.monitor={self.monitor!r} was not logged; logged: "
-                           f"{sorted(trainer.callback_metrics)}")  # fmt: skip
+            raise KeyError(
+                f"callbacks.best_weights.monitor={self.monitor!r} was not logged; logged: "
+                f"{sorted(trainer.callback_metrics)}"
+            )
         value = float(trainer.callback_metrics[self.monitor])
         if self._improved(value):
             self.best_value, self.best_step = value, trainer.global_step

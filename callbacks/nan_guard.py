@@ -73,9 +73,10 @@ class NaNGuard(L.Callback, RunHooks):
         if not self.check_dequantized:
             return
         bad = [
-            m.name for m in pl_module.modules()
+            m.name
+            for m in pl_module.modules()
             if isinstance(m, QuantizedLinear) and not torch.isfinite(m.dequantized_weight()).all()
-        ]  # fmt: skip
+        ]
         if bad:
             self._report(trainer, pl_module, "dequantized base weights", {n: "non-finite" for n in bad})
             raise NonFiniteError(f"dequantized base weights of {bad} hold NaN or Inf; see {self.report_path}")
@@ -105,8 +106,12 @@ class NaNGuard(L.Callback, RunHooks):
             self._report(trainer, pl_module, what, offenders)
         log.warning(
             "non-finite %s at step %d (batch %d): %s [policy %s]",
-            what, trainer.global_step, self.batch_idx, list(offenders), self.policy,
-        )  # fmt: skip
+            what,
+            trainer.global_step,
+            self.batch_idx,
+            list(offenders),
+            self.policy,
+        )
         if self.policy == "raise":
             raise NonFiniteError(
                 f"non-finite {what} at step {trainer.global_step}: {list(offenders)}; see {self.report_path}"

@@ -50,8 +50,9 @@ def save_tiny_base(directory: Path, dropout: float = 0.0) -> Path:
 
 def run_train(tmp_path: Path, run: str, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """``minituner-train`` in ``tmp_path/run``, with the base cache and other outputs under ``tmp_path/outputs``."""
-    return run_app("train", f"hydra.run.dir={tmp_path}/{run}", f"paths.outputs_dir={tmp_path}/outputs", *overrides,
-                   timeout=timeout)  # fmt: skip
+    return run_app(
+        "train", f"hydra.run.dir={tmp_path}/{run}", f"paths.outputs_dir={tmp_path}/outputs", *overrides, timeout=timeout
+    )
 
 
 def start_train(tmp_path: Path, run: str, *overrides: str) -> subprocess.Popen:

@@ -18,8 +18,11 @@ from minituner.store.base_cache import load_base, save_base
 def test_files_and_keys_follow_peft(tmp_path):
     _, directory = trained_adapter(tmp_path)
     # PEFT's two files, plus the marker that makes the directory recognisable as minituner's adapter
-    assert sorted(p.name for p in directory.iterdir()) == [".minituner-artifact.json", "adapter_config.json",
-                                                            "adapter_model.safetensors"]  # fmt: skip
+    assert sorted(p.name for p in directory.iterdir()) == [
+        ".minituner-artifact.json",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
     raw = json.loads((directory / "adapter_config.json").read_text())
     assert raw["peft_type"] == "LORA" and raw["r"] == 8 and raw["lora_alpha"] == 16
     assert raw["target_modules"] == ["q_proj", "v_proj"] and raw["bias"] == "none"
@@ -60,9 +63,9 @@ def test_another_target_set_is_refused_naming_the_keys(tmp_path):
     _, directory = trained_adapter(tmp_path)
     model = base_model()
     inject_lora(model, LoRAConfig(target_modules=["q_proj", "k_proj"]))
-    with pytest.raises(AdapterError, match=r"missing from the file: \['base_model.model.blocks.0.attn.k_proj"):
+    with pytest.raises(AdapterError, match=r"missing \['base_model.model.blocks.0.attn.k_proj"):
         load_adapter(model, directory)
-    with pytest.raises(AdapterError, match=r"would be left unapplied\): \['base_model.model.blocks.0.attn.v_proj"):
+    with pytest.raises(AdapterError, match=r"would be left unapplied\) \['base_model.model.blocks.0.attn.v_proj"):
         load_adapter(model, directory)
 
 

@@ -82,8 +82,9 @@ def check_whole(kind: str, target) -> None:
 @pytest.mark.parametrize("kind", ["json", "base", "adapter", "checkpoint"])
 def test_sigkill_while_writing_leaves_a_whole_loadable_artifact(tmp_path, kind):
     target = tmp_path / ("manifest.json" if kind == "json" else kind)
-    host = subprocess.Popen([sys.executable, "-c", WRITER, kind, str(target)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    host = subprocess.Popen(
+        [sys.executable, "-c", WRITER, kind, str(target)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         for delay in (0.05, 0.13, 0.31, 0.57):  # different moments of the write loop
             host.stdin.write("write\n")

@@ -15,9 +15,16 @@ from helpers import compose_config, run_train, save_tiny_base
 
 from minituner.training.pipeline import train as train_here
 
-RUN = ["model=tiny", "regime.max_steps=12", "regime.max_epochs=-1", "trainer.limit_val_batches=1",
-       "trainer.limit_test_batches=2", "~callbacks.progress_bar", "trainer.enable_progress_bar=false",
-       "callbacks.checkpoint.every_n_steps=5"]  # fmt: skip
+RUN = [
+    "model=tiny",
+    "regime.max_steps=12",
+    "regime.max_epochs=-1",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=2",
+    "~callbacks.progress_bar",
+    "trainer.enable_progress_bar=false",
+    "callbacks.checkpoint.every_n_steps=5",
+]
 TOLERANCE = {"ppl": 0.02, "regular_ppl": 0.02}  # relative
 
 
@@ -36,8 +43,9 @@ def train(run_dir: Path, base: Path, *overrides: str) -> dict:
 def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, base, quant):
     ddp = train(tmp_path / "ddp", base, "trainer=ddp_cpu", "regime.batch_size=16", f"quant={quant}")
     # the reference is one ordinary process: this one will do
-    single = train_here(compose_config([f"base.path={base}", *RUN, "regime.batch_size=32", f"quant={quant}"],
-                                       tmp_path, run="single"))  # fmt: skip
+    single = train_here(
+        compose_config([f"base.path={base}", *RUN, "regime.batch_size=32", f"quant={quant}"], tmp_path, run="single")
+    )
 
     digests = ddp["trainable_sha256_per_rank"]
     assert len(digests) == 2 and digests[0] == digests[1]  # DDP kept the ranks' adapters identical

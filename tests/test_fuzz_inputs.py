@@ -42,8 +42,13 @@ from minituner.store.checkpoint_io import CheckpointError, load_checkpoint_dir, 
 from minituner.training.module import MiniGPTModule
 
 EXAMPLES = int(os.environ.get("MINITUNER_FUZZ_EXAMPLES", "300"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize="MINITUNER_FUZZ_EXAMPLES" not in os.environ,
-                database=None, suppress_health_check=list(HealthCheck))  # fmt: skip
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize="MINITUNER_FUZZ_EXAMPLES" not in os.environ,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 TINY = MiniGPTConfig(n_layer=1, n_head=2, d_model=16, d_ff=32)
 QV = LoRAConfig(target_modules="attn_qv", r=4)
 
@@ -55,8 +60,11 @@ json_values = st.recursive(
 
 
 def snapshot(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -208,10 +216,29 @@ def test_fuzzed_instruction_lines_load_or_are_refused_by_line(content, labels):
             assert error.problems and all(p.startswith(f"{path}") for p in error.problems), error
 
 
-OVERRIDE_KEYS = ["regime.batch_size", "regime.max_steps", "regime.optimizer.lr", "regime.replay.weight", "lora.r",
-                 "lora.alpha", "lora.dropout", "lora.target_modules", "lora.bias", "model.n_head", "model.d_model",
-                 "model.dropout", "model.vocab_size", "seed", "base.seed", "base.recipe", "quant.scheme",
-                 "trainer.precision", "trainer.devices", "trainer.accelerator", "data.eval_batch_size"]  # fmt: skip
+OVERRIDE_KEYS = [
+    "regime.batch_size",
+    "regime.max_steps",
+    "regime.optimizer.lr",
+    "regime.replay.weight",
+    "lora.r",
+    "lora.alpha",
+    "lora.dropout",
+    "lora.target_modules",
+    "lora.bias",
+    "model.n_head",
+    "model.d_model",
+    "model.dropout",
+    "model.vocab_size",
+    "seed",
+    "base.seed",
+    "base.recipe",
+    "quant.scheme",
+    "trainer.precision",
+    "trainer.devices",
+    "trainer.accelerator",
+    "data.eval_batch_size",
+]
 override_values = st.one_of(
     st.integers(-(2**31), 2**31).map(str),
     st.floats(allow_nan=False).map(repr),

@@ -80,13 +80,14 @@ def test_the_ledger_of_two_training_steps_equals_the_prediction(dtype, scheme):
         loss.backward()
         optimizer.step()
     ledger = tensor_ledger(model, optimizer)
-    predicted = predict(MiniGPTConfig(), "half", lora=LoRAConfig(target_modules="mlp"), quant=scheme,
-                        base_dtype=dtype)  # fmt: skip
+    predicted = predict(MiniGPTConfig(), "half", lora=LoRAConfig(target_modules="mlp"), quant=scheme, base_dtype=dtype)
     assert {b: ledger[b] for b in ("weights", "grads", "adam")} == {
         b: getattr(predicted, b) for b in ("weights", "grads", "adam")
     }
-    assert predicted.weights < predict(MiniGPTConfig(), "fp32", lora=LoRAConfig(target_modules="mlp"),
-                                       quant=scheme).weights  # fmt: skip
+    assert (
+        predicted.weights
+        < predict(MiniGPTConfig(), "fp32", lora=LoRAConfig(target_modules="mlp"), quant=scheme).weights
+    )
 
 
 @pytest.mark.parametrize(
@@ -106,8 +107,9 @@ def test_bad_half_precision_settings_are_refused_before_any_work(make_cfg, overr
 
 def test_a_bf16_base_run_under_bf16_autocast_records_its_dtype_and_its_memory_matches_the_prediction(tmp_path):
     base = save_tiny_base(tmp_path / "base")
-    cfg = compose_config([*QUICK, "regime=lora", f"base.path={base}", "base.dtype=bfloat16", "quant=nf4",
-                          "trainer=cpu_bf16"], tmp_path)  # fmt: skip
+    cfg = compose_config(
+        [*QUICK, "regime=lora", f"base.path={base}", "base.dtype=bfloat16", "quant=nf4", "trainer=cpu_bf16"], tmp_path
+    )
     metrics = train(cfg)
     assert metrics["base_dtype"] == "bfloat16" and "quantized_base_regular_ppl" in metrics
     memory = json.loads((Path(cfg.paths.output_dir) / "memory.json").read_text())

@@ -41,8 +41,11 @@ def test_alpaca_template_with_and_without_input():
 
 
 def test_loss_covers_the_response_and_end_of_text_only(tmp_path):
-    path = write_lines(tmp_path / "d.jsonl", {"instruction": "Say hi.", "output": "hi"},
-                       {"instruction": "Add.", "input": "2 and 3", "output": "5"})  # fmt: skip
+    path = write_lines(
+        tmp_path / "d.jsonl",
+        {"instruction": "Say hi.", "output": "hi"},
+        {"instruction": "Add.", "input": "2 and 3", "output": "5"},
+    )
     module = InstructionDataModule(str(path), val_fraction=0.5, corpus={}, block_size=64)
     train, val = module.splits
     for record in (*train, *val):
@@ -88,13 +91,22 @@ BAD_FILES = [
     ("empty output", [{"instruction": "x", "output": " "}], r'd.jsonl:1: "output" is empty'),
     ("empty file", [], r"d.jsonl: the file has no records \(expected one JSON object per line\)"),
     ("only blank lines", ["", "  "], r"d.jsonl: the file has no records"),
-    ("too long", [GOOD, {"instruction": "x" * 80, "output": "negative"}],
-     r"d.jsonl:2: the formatted record is 122 tokens with BOS/EOS; model.block_size=64 fits at most 65"),
-    ("unrepresentable", ['{"instruction": "x\\ud800", "output": "y"}'],
-     r'd.jsonl:1: "instruction" has text the byte tokenizer cannot represent: character 2 is'),
-    ("not a label", [GOOD, {"instruction": "Rate.", "output": "Positive"}],
-     r"""d.jsonl:2: "output" 'Positive' is not one of data.labels=\['positive', 'negative'\]"""),
-]  # fmt: skip
+    (
+        "too long",
+        [GOOD, {"instruction": "x" * 80, "output": "negative"}],
+        r"d.jsonl:2: the formatted record is 122 tokens with BOS/EOS; model.block_size=64 fits at most 65",
+    ),
+    (
+        "unrepresentable",
+        ['{"instruction": "x\\ud800", "output": "y"}'],
+        r'd.jsonl:1: "instruction" has text the byte tokenizer cannot represent: character 2 is',
+    ),
+    (
+        "not a label",
+        [GOOD, {"instruction": "Rate.", "output": "Positive"}],
+        r"""d.jsonl:2: "output" 'Positive' is not one of data.labels=\['positive', 'negative'\]""",
+    ),
+]
 
 
 @pytest.mark.parametrize("case,lines,message", BAD_FILES, ids=[c[0] for c in BAD_FILES])

@@ -16,8 +16,16 @@ def logged_run(tmp_path_factory) -> tuple[Path, dict, Path]:
     """A quick LoRA run with logger=[tensorboard,mlflow,wandb]: its directory, metrics and MLflow store."""
     tmp_path = tmp_path_factory.mktemp("loggers")
     base = save_tiny_base(tmp_path / "base")
-    cfg = compose_config([*QUICK, "regime=lora", f"base.path={base}", "logger=[tensorboard,mlflow,wandb]",
-                          "trainer.log_every_n_steps=1"], tmp_path)  # fmt: skip
+    cfg = compose_config(
+        [
+            *QUICK,
+            "regime=lora",
+            f"base.path={base}",
+            "logger=[tensorboard,mlflow,wandb]",
+            "trainer.log_every_n_steps=1",
+        ],
+        tmp_path,
+    )
     metrics = train(cfg)
     return Path(cfg.paths.output_dir), metrics, Path(cfg.paths.outputs_dir) / "mlruns"
 
@@ -52,7 +60,9 @@ def test_a_logger_whose_package_is_missing_is_a_config_error(make_cfg, monkeypat
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
     cfg = make_cfg("logger=[tensorboard,mlflow]")
-    assert logger_problems(cfg) == ["logger.mlflow needs the mlflow package, which is not installed: "
-                                    "pip install 'minituner[mlflow]' (or drop it: logger=tensorboard)"]  # fmt: skip
+    assert logger_problems(cfg) == [
+        "logger.mlflow needs the mlflow package, which is not installed: "
+        "pip install 'minituner[mlflow]' (or drop it: logger=tensorboard)"
+    ]
     with pytest.raises(ConfigError, match="logger.mlflow needs the mlflow package"):
         validate_config(cfg)

@@ -44,14 +44,22 @@ def write_checkpoint(directory: Path, **kw) -> None:
     save_checkpoint_dir({"state_dict": tiny().state_dict(), "step": 3}, directory)
 
 
-WRITERS = {"base": write_base("base"), "model": write_base("model"), "merged": write_base("merged"),
-           "adapter": write_adapter, "checkpoint": write_checkpoint}  # fmt: skip
+WRITERS = {
+    "base": write_base("base"),
+    "model": write_base("model"),
+    "merged": write_base("merged"),
+    "adapter": write_adapter,
+    "checkpoint": write_checkpoint,
+}
 
 
 def snapshot(directory: Path) -> dict[str, tuple[str, int]]:
     """Every file under ``directory``: content hash and mode."""
-    return {str(p.relative_to(directory)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mode)
-            for p in sorted(directory.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(directory)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mode)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("kind", WRITERS)

@@ -44,14 +44,18 @@ def peft_saved_adapter(directory, **lora_config) -> torch.nn.Module:
     "lora_config",
     [
         {"target_modules": ["q_proj", "v_proj"]},
-        {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "fc_in", "fc_out"], "r": 4, "lora_alpha": 8,
-         "use_rslora": True},
+        {
+            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "fc_in", "fc_out"],
+            "r": 4,
+            "lora_alpha": 8,
+            "use_rslora": True,
+        },
         {"target_modules": ["fc_in", "fc_out"], "bias": "lora_only"},
         {"target_modules": ["q_proj", "v_proj"], "bias": "all"},
         {"target_modules": ["q_proj"], "layers_to_transform": [1, 2], "layers_pattern": "blocks"},
     ],
     ids=["attn_qv", "all_linear_rslora", "mlp_lora_only_bias", "all_bias", "layers"],
-)  # fmt: skip
+)
 def test_an_adapter_saved_by_peft_loads_and_gives_peft_logits(tmp_path, lora_config):
     theirs = peft_saved_adapter(tmp_path / "adapter", **lora_config)
     ours = base_model()

@@ -63,8 +63,10 @@ def test_preview_runs_end_to_end_and_caches_base_and_reference(tmp_path):
     merging = cold["merging"]
     assert sorted(merging) == ["full_precision", "quantized", "unmerged"]
     assert merging["unmerged"]["mean_abs_diff"] == 0 and merging["unmerged"]["changed_block_share"] == 0
-    assert all(0 < merging[m]["changed_block_share"] <= 1 and merging[m]["mean_abs_diff"] > 0
-               for m in ("quantized", "full_precision"))  # fmt: skip
+    assert all(
+        0 < merging[m]["changed_block_share"] <= 1 and merging[m]["mean_abs_diff"] > 0
+        for m in ("quantized", "full_precision")
+    )
     assert "| merged into the NF4 weights, re-quantized (PEFT's way) |" in report
     assert cold["scale"]["lora_total"] - cold["scale"]["qlora_total"] > 8 * 2**30  # 7B: NF4 saves > 8 GiB
     manifest = json.loads((run_dir / "manifest.json").read_text())

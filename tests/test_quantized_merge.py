@@ -79,8 +79,9 @@ def test_merged_quantized_gives_a_plain_quantized_model_close_to_the_adapter(tmp
         warnings.simplefilter("ignore", QuantizedMergeWarning)
         merged, adapter = merged_quantized(base, directory, "nf4_dq", merge_into, digest)
     assert not lora_layers(merged) and not lora_layers(base)  # the base is left as it was
-    assert all(isinstance(merged.get_submodule(n), QuantizedLinear) for n in ("blocks.0.attn.q_proj",
-                                                                             "blocks.0.mlp.fc_out"))  # fmt: skip
+    assert all(
+        isinstance(merged.get_submodule(n), QuantizedLinear) for n in ("blocks.0.attn.q_proj", "blocks.0.mlp.fc_out")
+    )
     unmerged = copy.deepcopy(base)
     quantize_model(unmerged, "nf4_dq")
     bare_error = relative(unmerged(IDX)[0], base(IDX)[0])

@@ -57,8 +57,17 @@ def test_completions_start_with_their_prompt_and_end_at_eos_or_the_length_cap():
 
 
 def test_the_replay_set_trains_on_what_the_base_wrote_never_on_the_prompt():
-    replay = build_replay_set(tiny_model(), ["jump: ", "open: "], 64, sentences=6, weight=0.5, batch_size=4,
-                              temperature=1.0, max_len=40, seed=2)  # fmt: skip
+    replay = build_replay_set(
+        tiny_model(),
+        ["jump: ", "open: "],
+        64,
+        sentences=6,
+        weight=0.5,
+        batch_size=4,
+        temperature=1.0,
+        max_len=40,
+        seed=2,
+    )
     assert replay.inputs.shape == replay.targets.shape == (6, 64)
     for row in range(6):
         cue = TOKENIZER.encode(["jump: ", "open: "][row % 2])

@@ -27,8 +27,14 @@ from minituner.training.pipeline import train as run_train_here
 
 HERE = Path(__file__).parent
 # 2 epochs of 20 batches, dropout in the model and the adapters, a seeded shuffle
-RUN = ["model=tiny", "model.dropout=0.1", "regime.max_epochs=2", "trainer.limit_train_batches=20",
-       "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]  # fmt: skip
+RUN = [
+    "model=tiny",
+    "model.dropout=0.1",
+    "regime.max_epochs=2",
+    "trainer.limit_train_batches=20",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+]
 VARYING = {"train_seconds", "adapter_dir"}  # what may differ between two identical runs
 
 
@@ -67,8 +73,8 @@ def snapshot(directory: Path) -> dict[str, str]:
     return {
         str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(directory.rglob("*"))
-        if p.is_file() and p.name not in ("train.log", LOCK_FILE)
-    }  # fmt: skip (Hydra's log, the lock's holder)
+        if p.is_file() and p.name not in ("train.log", LOCK_FILE)  # Hydra's log, the lock's holder
+    }
 
 
 def steps(run_dir: Path) -> list[str]:
@@ -112,8 +118,9 @@ def killed_run(tmp_path_factory, base) -> Callable[[int, Path], Path]:
     ],
     ids=["mid-epoch", "next-epoch"],
 )
-def test_a_killed_run_resumes_to_the_same_adapter_and_metrics(tmp_path, base, reference, crash_at, overrides,
-                                                              expected_checkpoints, caplog):  # fmt: skip
+def test_a_killed_run_resumes_to_the_same_adapter_and_metrics(
+    tmp_path, base, reference, crash_at, overrides, expected_checkpoints, caplog
+):
     run_dir = tmp_path / "run"
     killed = train(tmp_path, base, f"hydra.run.dir={run_dir}", *overrides, crash_at=crash_at)
     assert killed.returncode == -9  # SIGKILL: nothing ran after the kill
@@ -140,8 +147,9 @@ def test_a_kill_inside_a_gradient_accumulation_window_resumes_exactly(tmp_path, 
 
 def test_a_run_stopped_by_sigterm_saved_a_checkpoint_and_resumes_exactly(tmp_path, base, reference):
     run_dir = tmp_path / "run"
-    stopped = train(tmp_path, base, f"hydra.run.dir={run_dir}", "callbacks.checkpoint.every_n_steps=3",
-                    crash_at="13:SIGTERM")  # fmt: skip
+    stopped = train(
+        tmp_path, base, f"hydra.run.dir={run_dir}", "callbacks.checkpoint.every_n_steps=3", crash_at="13:SIGTERM"
+    )
     assert stopped.returncode == 143, output(stopped)
     assert json.loads((run_dir / "metrics.json").read_text())["stopped_by_signal"] == "SIGTERM"
     assert steps(run_dir) == ["step-00000012", "step-00000014"]  # the step in flight finished, then saved
@@ -150,8 +158,9 @@ def test_a_run_stopped_by_sigterm_saved_a_checkpoint_and_resumes_exactly(tmp_pat
     assert metrics(run_dir) == metrics(reference)
 
 
-def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one_with_a_warning(tmp_path, base, reference, caplog,
-                                                                                   killed_run):  # fmt: skip
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one_with_a_warning(
+    tmp_path, base, reference, caplog, killed_run
+):
     run_dir = killed_run(13, tmp_path / "run")
     tensors = run_dir / "checkpoints/step-00000012/tensors.safetensors"
     tensors.write_bytes(tensors.read_bytes()[:-10])  # torn
@@ -208,8 +217,12 @@ def test_two_resumptions_of_one_run_one_runs_and_the_other_is_refused_naming_it(
     run_dir = killed_run(13, tmp_path / "run")
     args = [f"paths.outputs_dir={tmp_path}/outputs", f"base.path={base}", *RUN, f"resume={run_dir}", EVERY_3]
     # The first pauses itself (SIGSTOP) inside a training step, holding the run directory's lock.
-    first = subprocess.Popen([sys.executable, str(HERE / "crash_at_batch.py"), "20:SIGSTOP", *args],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    first = subprocess.Popen(
+        [sys.executable, str(HERE / "crash_at_batch.py"), "20:SIGSTOP", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while not _stopped(first.pid):

@@ -22,8 +22,11 @@ from minituner.training.pipeline import train
 
 
 def snapshot(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 def output(done) -> str:
@@ -67,11 +70,14 @@ def test_the_guard_refuses_another_runs_directory_and_a_held_one(tmp_path, capsy
     previous = compose_config(["model=tiny"], tmp_path, run="run")
     (run_dir / ".hydra/config.yaml").write_text(json.dumps(_plain(previous)))
     with pytest.raises(SystemExit):
-        RunDirectoryGuard().on_run_start(config=hydra_config(tmp_path, f"hydra.run.dir={run_dir}", "model=tiny",
-                                                             "lora.r=4"))  # fmt: skip
+        RunDirectoryGuard().on_run_start(
+            config=hydra_config(tmp_path, f"hydra.run.dir={run_dir}", "model=tiny", "lora.r=4")
+        )
     err = capsys.readouterr().err
-    assert "holds another run, with a different config (lora.r: 8 in that run, 4 now): continue that run with " \
-           f"resume={run_dir}" in err  # fmt: skip
+    assert (
+        "holds another run, with a different config (lora.r: 8 in that run, 4 now): continue that run with "
+        f"resume={run_dir}" in err
+    )
 
     same = hydra_config(tmp_path, f"hydra.run.dir={run_dir}", "model=tiny")
     RunDirectoryGuard().on_run_start(config=same)  # a repeat of the same run: allowed

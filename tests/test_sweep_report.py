@@ -14,14 +14,21 @@ from safetensors.torch import load_file
 
 from minituner.apps.runner import run_app
 from minituner.reports.seed_groups import Stats, t_quantile_975
-from minituner.reports.sweep import derived, parse_overrides, seed_groups, swept_keys, write_sweep_report
+from minituner.reports.sweep import derived, seed_groups, write_sweep_report
+from minituner.reports.sweep_jobs import parse_overrides, swept_keys
 from minituner.training.pipeline import train
 
 REPORT_FILES = {"sweep.csv", "REPORT.md", "sweep.png", "multirun.yaml"}
 
 
-def fake_job(sweep: Path, num: int, overrides: list[str], trainable: str = "lora", metrics: dict | None = None,
-             status: str | None = None) -> Path:  # fmt: skip
+def fake_job(
+    sweep: Path,
+    num: int,
+    overrides: list[str],
+    trainable: str = "lora",
+    metrics: dict | None = None,
+    status: str | None = None,
+) -> Path:
     """A job directory as Hydra and minituner leave it (metrics only when the job finished)."""
     directory = sweep / f"{num}_{','.join(overrides)}"
     (directory / ".hydra").mkdir(parents=True)
@@ -36,8 +43,13 @@ def fake_job(sweep: Path, num: int, overrides: list[str], trainable: str = "lora
 
 
 def metrics(acc: float, drift: float, trainable: int, total: int = 1000) -> dict:
-    return {"base_irregular_acc": 0.2, "irregular_acc": acc, "regular_ppl_drift": drift,
-            "trainable_params": trainable, "total_params": total}  # fmt: skip
+    return {
+        "base_irregular_acc": 0.2,
+        "irregular_acc": acc,
+        "regular_ppl_drift": drift,
+        "trainable_params": trainable,
+        "total_params": total,
+    }
 
 
 def test_overrides_are_parsed_without_prefixes_and_path_keys():
@@ -58,8 +70,7 @@ def test_report_of_a_sweep_over_rank_regime_and_quant_with_a_failed_job(tmp_path
     fake_job(tmp_path, 1, ["lora.r=4", "regime=lora", "quant=none"], metrics=metrics(0.7, 0.03, 200))
     fake_job(tmp_path, 2, ["lora.r=2", "regime=lora", "quant=nf4_dq"], metrics=metrics(0.6, 0.04, 100))
     fake_job(tmp_path, 3, ["lora.r=4", "regime=lora", "quant=nf4_dq"], status="failed")
-    fake_job(tmp_path, 10, ["lora.r=2", "regime=full", "quant=none"], trainable="all",
-             metrics=metrics(0.99, 0.3, 1000))  # fmt: skip
+    fake_job(tmp_path, 10, ["lora.r=2", "regime=full", "quant=none"], trainable="all", metrics=metrics(0.99, 0.3, 1000))
 
     jobs = write_sweep_report(tmp_path)
 
@@ -137,9 +148,15 @@ def test_early_stopping_ends_the_run_and_keeps_the_best_adapter(tmp_path, seed_t
     # "Best" is the highest perplexity here (mode=max): training lowers it, so the first validation
     # (step 2) stays the best, patience 1 stops the run at the second (step 4) and the weights of
     # step 2 come back. A 2-step warm-up makes steps 1-2 the same whatever the run's length.
-    stop = ["experiment=early_stopping", "trainer.max_steps=20", "trainer.val_check_interval=2",
-            "callbacks.early_stopping.patience=1", "callbacks.early_stopping.mode=max",
-            "callbacks.best_weights.mode=max", "regime.scheduler.warmup_steps=2"]  # fmt: skip
+    stop = [
+        "experiment=early_stopping",
+        "trainer.max_steps=20",
+        "trainer.val_check_interval=2",
+        "callbacks.early_stopping.patience=1",
+        "callbacks.early_stopping.mode=max",
+        "callbacks.best_weights.mode=max",
+        "regime.scheduler.warmup_steps=2",
+    ]
     quick = [o for o in QUICK if not o.startswith(("trainer.max_steps", "trainer.val_check_interval"))]
     train(compose_config([*quick, *stop], tmp_path, run="stopped"))
     train(compose_config([*quick, *stop, "trainer.max_steps=2"], tmp_path, run="short"))  # the same run, to step 2
@@ -154,9 +171,13 @@ def test_early_stopping_ends_the_run_and_keeps_the_best_adapter(tmp_path, seed_t
 
 # 3 seeds x 2 ranks: (rank, seed) -> (accuracy, drift)
 GRID = {
-    (4, 1): (0.90, 0.01), (4, 2): (0.80, 0.02), (4, 3): (0.85, 0.06),  # seed 3 misses the drift bar
-    (8, 1): (0.95, 0.02), (8, 2): (0.97, 0.03), (8, 3): (0.99, 0.04),
-}  # fmt: skip
+    (4, 1): (0.90, 0.01),
+    (4, 2): (0.80, 0.02),
+    (4, 3): (0.85, 0.06),  # seed 3 misses the drift bar
+    (8, 1): (0.95, 0.02),
+    (8, 2): (0.97, 0.03),
+    (8, 3): (0.99, 0.04),
+}
 
 
 def fabricated_sweep(tmp_path):

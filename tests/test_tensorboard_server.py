@@ -31,8 +31,15 @@ def tiny_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(tiny_run: Path):
     """``tensorboard --logdir <run dir>`` on 127.0.0.1 and a free port (its run: ``tensorboard``); yields its URL."""
-    command = [str(Path(sys.executable).with_name("tensorboard")), "--logdir", str(tiny_run),
-               "--host", "127.0.0.1", "--port", "0"]  # fmt: skip
+    command = [
+        str(Path(sys.executable).with_name("tensorboard")),
+        "--logdir",
+        str(tiny_run),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline, url = time.monotonic() + STARTUP_SECONDS, None
@@ -83,7 +90,12 @@ def test_tensorboard_serves_the_hparams_session(server):
     assert {"regime", "quant", "base_dtype", "lora_r", "lr", "seed"} <= {h["name"] for h in experiment["hparamInfos"]}
     metrics = {m["name"]["tag"] for m in experiment["metricInfos"]}
     assert {"hparams/irregular_acc", "hparams/regular_ppl_drift"} <= metrics
-    request = {"experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"], "colParams": [],
-               "startIndex": 0, "sliceSize": 10}  # fmt: skip
+    request = {
+        "experimentName": "",
+        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"],
+        "colParams": [],
+        "startIndex": 0,
+        "sliceSize": 10,
+    }
     groups = get(f"{server}data/plugin/hparams/session_groups", request)["sessionGroups"]
     assert len(groups) == 1 and groups[0]["hparams"]["regime"] == "lora" and groups[0]["hparams"]["model"] == "tiny"

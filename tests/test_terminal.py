@@ -41,15 +41,27 @@ def test_the_bar_counts_steps_when_steps_bound_the_run_and_epochs_otherwise():
 
 
 def test_the_summary_names_the_artifact_and_the_three_headline_figures():
-    lora = {"regime": "lora", "adapter_dir": "runs/x/adapter", "irregular_acc": 0.9825, "base_irregular_acc": 0.0025,
-            "regular_ppl_drift": 0.0231, "regular_ppl": 1.28, "ppl": 1.19}  # fmt: skip
+    lora = {
+        "regime": "lora",
+        "adapter_dir": "runs/x/adapter",
+        "irregular_acc": 0.9825,
+        "base_irregular_acc": 0.0025,
+        "regular_ppl_drift": 0.0231,
+        "regular_ppl": 1.28,
+        "ppl": 1.19,
+    }
     assert run_summary("runs/x", lora).splitlines() == [
         "run directory: runs/x",
         "adapter: runs/x/adapter",
         "irregular accuracy 98.25% (base 0.25%) | control drift +2.31% | test ppl 1.1900",
     ]
-    pretrain = {"regime": "pretrain", "base_dir": "bases/minigpt-1", "irregular_acc": 0.0, "regular_ppl": 1.25,
-                "ppl": 1.3}  # fmt: skip
+    pretrain = {
+        "regime": "pretrain",
+        "base_dir": "bases/minigpt-1",
+        "irregular_acc": 0.0,
+        "regular_ppl": 1.25,
+        "ppl": 1.3,
+    }
     assert run_summary("runs/p", pretrain).splitlines()[1:] == [
         "base: bases/minigpt-1",
         "irregular accuracy 0.00% | control ppl 1.2500 | test ppl 1.3000",
@@ -57,8 +69,9 @@ def test_the_summary_names_the_artifact_and_the_three_headline_figures():
 
 
 def test_off_a_terminal_the_bar_prints_plain_progress_lines(capsys):
-    trainer = SimpleNamespace(max_steps=75, max_epochs=-1, global_step=40, current_epoch=0,
-                              callback_metrics={"train/loss": 0.3312})  # fmt: skip
+    trainer = SimpleNamespace(
+        max_steps=75, max_epochs=-1, global_step=40, current_epoch=0, callback_metrics={"train/loss": 0.3312}
+    )
     assert plain_progress(trainer) == "progress: step 40/75 (epoch 0) train/loss 0.331"
     StepProgressBar(plain_interval=0.0).print_plain_progress(trainer)  # pytest's captured stdout: no terminal
     assert capsys.readouterr().out == "progress: step 40/75 (epoch 0) train/loss 0.331\n"

@@ -16,8 +16,10 @@ RUN_FILES = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml",
 RUN_FILES |= {"memory.json", "manifest.json"}  # written by the default callbacks
 RUN_FILES |= {".minituner-run.lock"}  # one process per run directory
 CHECKPOINT_FILES = {f"checkpoints/step-N/{f}" for f in ("state.json", "tensors.safetensors", MARKER)}  # for resume
-BUILD_FILES = {f"base_build/{f}" for f in ("metrics.json", "memory.json", "manifest.json", ".minituner-run.lock",
-                                           *CHECKPOINT_FILES)}  # fmt: skip
+BUILD_FILES = {
+    f"base_build/{f}"
+    for f in ("metrics.json", "memory.json", "manifest.json", ".minituner-run.lock", *CHECKPOINT_FILES)
+}
 TB_FILES = {"tensorboard/events", "tensorboard/hparams.yaml"}
 BASE_FILES = {"config.json", "model.safetensors", "tokenizer.json", MARKER}
 MODEL_FILES = {f"model/{f}" for f in BASE_FILES}  # regime=full saves the fine-tuned model

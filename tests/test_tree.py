@@ -16,8 +16,20 @@ PACKAGE = Path(__file__).resolve().parents[1] / "minituner"
 CALLBACKS = PACKAGE.parent / "callbacks"
 SUBPACKAGES = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
 # The declared layers, lowest first: a subpackage imports only subpackages before it.
-LAYERS = ["model", "quant", "store", "lora", "data", "memory", "generation", "config", "callbacks", "training",
-          "reports", "apps"]  # fmt: skip
+LAYERS = [
+    "model",
+    "quant",
+    "store",
+    "lora",
+    "data",
+    "memory",
+    "generation",
+    "config",
+    "callbacks",
+    "training",
+    "reports",
+    "apps",
+]
 # The layers below the configuration: they take plain, typed values, never the Hydra config.
 CONFIG_FREE = ["model", "quant", "store", "lora", "data", "memory", "generation"]
 
@@ -90,8 +102,9 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def against_layers(graph: dict[str, set[str]], layers: list[str]) -> list[str]:
     """The edges that import a subpackage at the same or a higher layer (or one the order does not name)."""
     rank = {name: i for i, name in enumerate(layers)}
-    return sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
-                  if rank.get(b, len(layers)) >= rank.get(a, -1))  # fmt: skip
+    return sorted(
+        f"{a} -> {b}" for a, targets in graph.items() for b in targets if rank.get(b, len(layers)) >= rank.get(a, -1)
+    )
 
 
 MINITUNER_ROOTS = {"minituner": PACKAGE, "minituner.callbacks": CALLBACKS}
@@ -131,8 +144,18 @@ def test_the_layers_below_the_config_never_import_omegaconf_or_hydra():
 
 def test_the_rooms_are_the_ones_the_readme_names():
     assert SUBPACKAGES == [
-        "apps", "config", "data", "generation", "lora", "memory", "model", "quant", "reports", "store", "training"
-    ]  # fmt: skip
+        "apps",
+        "config",
+        "data",
+        "generation",
+        "lora",
+        "memory",
+        "model",
+        "quant",
+        "reports",
+        "store",
+        "training",
+    ]
     for name in SUBPACKAGES:  # each says in its docstring what it holds
         assert importlib.import_module(f"minituner.{name}").__doc__.strip()
 

@@ -36,9 +36,14 @@ def test_the_wheel_installs_into_a_fresh_venv_and_trains_outside_the_checkout(tm
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = run(python, "-c", "import minituner, minituner.callbacks as c, minituner.config.shipped as s, "
-                "minituner.data.examples as e; print(minituner.__file__, c.__file__, s.CONF_DIR, "
-                "e.example_file('sentiment.jsonl'))", cwd=elsewhere).stdout.split()  # fmt: skip
+    where = run(
+        python,
+        "-c",
+        "import minituner, minituner.callbacks as c, minituner.config.shipped as s, "
+        "minituner.data.examples as e; print(minituner.__file__, c.__file__, s.CONF_DIR, "
+        "e.example_file('sentiment.jsonl'))",
+        cwd=elsewhere,
+    ).stdout.split()
     assert all(path.startswith(str(site)) for path in where), where
     assert Path(where[2], "train.yaml").is_file() and Path(where[3]).is_file()
     done = run(venv / "bin" / "minituner-train", "model=tiny", "trainer.fast_dev_run=true", cwd=elsewhere)

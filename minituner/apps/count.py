@@ -144,10 +144,14 @@ def print_rows(rows: list[Footprint], gpu_bytes: int) -> None:
         table.add_column(column, justify="left" if column == "regime" else "right")
     for row in rows:
         table.add_row(
-            row.label, f"{row.trainable_params:,}", f"{row.frozen_params:,}",
-            *(human(getattr(row, b)) for b in BUCKETS), human(row.total),
-            f"{row.total / rows[0].total:.1%}", "yes" if fits(row, gpu_bytes) else "no",
-        )  # fmt: skip
+            row.label,
+            f"{row.trainable_params:,}",
+            f"{row.frozen_params:,}",
+            *(human(getattr(row, b)) for b in BUCKETS),
+            human(row.total),
+            f"{row.total / rows[0].total:.1%}",
+            "yes" if fits(row, gpu_bytes) else "no",
+        )
     Console(width=160).print(table)
 
 

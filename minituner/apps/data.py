@@ -53,8 +53,13 @@ def inspect_data(cfg: DictConfig) -> dict:
     examples = []
     for prompt, text in shown:
         example = tokenize_example(prompt, text, tokenizer, block_size)
-        examples.append({"tokens": len(example.ids), "trained_tokens": example.trained_tokens,
-                         "segments": segments(example, tokenizer)})  # fmt: skip
+        examples.append(
+            {
+                "tokens": len(example.ids),
+                "trained_tokens": example.trained_tokens,
+                "segments": segments(example, tokenizer),
+            }
+        )
     return {
         "data": cfg.data.get("path") or "verb corpus",
         "stage": cfg.regime.data_stage,
@@ -67,25 +72,35 @@ def inspect_data(cfg: DictConfig) -> dict:
 def print_inspection(result: dict, console: Console) -> None:
     """The examples as a table (given and trained parts in their own columns), then the split sizes."""
     room = next(iter(result["splits"].values())).get("row_tokens")
-    table = Table(title=f"{result['data']} ({result['stage']}), split {result['split']}: the first "
-                        f"{len(result['examples'])} examples as training tokenizes them")  # fmt: skip
+    table = Table(
+        title=f"{result['data']} ({result['stage']}), split {result['split']}: the first "
+        f"{len(result['examples'])} examples as training tokenizes them"
+    )
     for column in ("#", "tokens", "given (not trained)", "trained"):
         table.add_column(column)
     for number, example in enumerate(result["examples"]):
         runs = example["segments"]
         given_end = max((i for i, (_, kind) in enumerate(runs) if kind == "given"), default=0) + 1
-        table.add_row(str(number), f"{example['tokens']}/{room} ({example['trained_tokens']} trained)",
-                      _rendered(runs[:given_end], ("special", "given")),
-                      _rendered(runs[given_end:], ("special", "trained")))  # fmt: skip
+        table.add_row(
+            str(number),
+            f"{example['tokens']}/{room} ({example['trained_tokens']} trained)",
+            _rendered(runs[:given_end], ("special", "given")),
+            _rendered(runs[given_end:], ("special", "trained")),
+        )
     console.print(table)
     sizes = Table(title="splits (tokens include BOS and EOS; a row holds the context + 1)")
     for column in ("split", "examples", "mean tokens", "max tokens", "mean trained tokens", "longest example"):
         sizes.add_column(column)
     for stage, summary in result["splits"].items():
         if summary["examples"]:
-            sizes.add_row(stage, f"{summary['examples']:,}", f"{summary['tokens_mean']:.1f}",
-                          f"{summary['tokens_max']}/{summary['row_tokens']}", f"{summary['trained_tokens_mean']:.1f}",
-                          _one_line(summary["longest"]))  # fmt: skip
+            sizes.add_row(
+                stage,
+                f"{summary['examples']:,}",
+                f"{summary['tokens_mean']:.1f}",
+                f"{summary['tokens_max']}/{summary['row_tokens']}",
+                f"{summary['trained_tokens_mean']:.1f}",
+                _one_line(summary["longest"]),
+            )
     console.print(sizes)
 
 

@@ -94,21 +94,35 @@ def run_generate(cfg: DictConfig, run_dir: Path) -> dict:
             seconds += time.perf_counter() - started
             for sample, result in enumerate(results):
                 tokens += len(result.tokens)
-                rows.append({
-                    "prompt": prompt, "sample": sample, "model": named.label, "text": result.text,
-                    "tokens": result.tokens, "logprobs": [round(v, 6) for v in result.logprobs],
-                    "stop_reason": result.stop_reason, "seed": cfg.seed,
-                })  # fmt: skip
-        speed[named.label] = {"new_tokens": tokens, "seconds": round(seconds, 4),
-                              "tokens_per_second": round(tokens / seconds, 1) if seconds else None}  # fmt: skip
+                rows.append(
+                    {
+                        "prompt": prompt,
+                        "sample": sample,
+                        "model": named.label,
+                        "text": result.text,
+                        "tokens": result.tokens,
+                        "logprobs": [round(v, 6) for v in result.logprobs],
+                        "stop_reason": result.stop_reason,
+                        "seed": cfg.seed,
+                    }
+                )
+        speed[named.label] = {
+            "new_tokens": tokens,
+            "seconds": round(seconds, 4),
+            "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
+        }
     labels = [m.label for m in models]
     write_text_atomic(run_dir / "generations.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     write_text_atomic(run_dir / "generations.md", markdown_table(rows, labels, speed, cfg))
     summary = {
         "base": {"path": str(base.directory), "sha256": base.weights_sha256, "quant": cfg.quant.scheme},
-        "adapters": [str(d) for d in plan.adapter_dirs], "models": labels, "settings": plan.settings.__dict__,
-        "use_kv_cache": cfg.use_kv_cache, "seed": cfg.seed, "speed": speed,
-    }  # fmt: skip
+        "adapters": [str(d) for d in plan.adapter_dirs],
+        "models": labels,
+        "settings": plan.settings.__dict__,
+        "use_kv_cache": cfg.use_kv_cache,
+        "seed": cfg.seed,
+        "speed": speed,
+    }
     write_json_atomic(run_dir / "generate.json", summary)
     return {"rows": rows, "speed": speed, "models": labels}
 
@@ -153,8 +167,11 @@ def print_table(result: dict, cfg: DictConfig) -> None:
         table.add_column(label, overflow="fold")
     for prompt, sample, texts in _grid(result["rows"], labels):
         table.add_row(prompt, *([str(sample)] if cfg.num_samples > 1 else []), *(texts[label] for label in labels))
-    table.add_row("tokens/s", *([""] if cfg.num_samples > 1 else []),
-                  *(str(result["speed"][label]["tokens_per_second"]) for label in labels))  # fmt: skip
+    table.add_row(
+        "tokens/s",
+        *([""] if cfg.num_samples > 1 else []),
+        *(str(result["speed"][label]["tokens_per_second"]) for label in labels),
+    )
     Console(width=max(120, 40 * (len(labels) + 1))).print(table)
 
 

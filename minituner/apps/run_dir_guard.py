@@ -72,5 +72,7 @@ class RunDirectoryGuard(Callback):
         if not sweep_dir.is_dir() or (sweep_dir / SWEEP_MARKER).is_file() or not any(sweep_dir.iterdir()):
             return
         names = sorted(p.name for p in sweep_dir.iterdir())
-        _refuse(f"the sweep directory {sweep_dir} (hydra.sweep.dir) is not empty and is not a Hydra sweep (it "
-                f"holds {', '.join(names[:5])}): choose another hydra.sweep.dir")  # fmt: skip
+        _refuse(
+            f"the sweep directory {sweep_dir} (hydra.sweep.dir) is not empty and is not a Hydra sweep (it "
+            f"holds {', '.join(names[:5])}): choose another hydra.sweep.dir"
+        )

@@ -7,18 +7,34 @@ artifacts of real processes: all of them go through here.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
+import torch
+
+from minituner.training.terminal import PROGRESS_PREFIX
+
+# Niceness of the runs started in the background beside a longer one: with all at the same priority
+# on 2 cores, the longest run (the critical path) got a core only part of the time.
+BACKGROUND_NICENESS = 10
+
 APPS = {
-    "train": "train", "preview": "preview", "count": "count", "merge": "merge", "generate": "generate",
-    "sweep-report": "sweep_report", "data": "data",
-}  # fmt: skip
+    "train": "train",
+    "preview": "preview",
+    "count": "count",
+    "merge": "merge",
+    "generate": "generate",
+    "sweep-report": "sweep_report",
+    "data": "data",
+}
 
 
 def app_command(app: str, *args: str) -> list[str]:
@@ -112,3 +128,72 @@ def wait_all(children: list[RelayedApp], quiet_seconds: float = 8.0) -> list[int
             print(f"  ... still working ({time.monotonic() - started:.0f} s): {working}", flush=True)
             RelayedApp.last_shown = time.monotonic()
     return [child.wait() for child in children]
+
+
+def training_milestone(line: str) -> bool:
+    """A training child's progress lines (every few seconds), its milestones, and where it wrote its run."""
+    milestones = ("no base at", "self-replay: the base wrote")
+    return line.startswith((PROGRESS_PREFIX, "run directory:")) or any(m in line for m in milestones)
+
+
+def start_training_runs(
+    runs: dict[Path, list[str]], outputs_dir: str, background: Collection[Path] = ()
+) -> dict[Path, RelayedApp]:
+    """Start ``minituner-train`` once per run directory, all in parallel, each in its own process.
+
+    Their progress lines are shown as they come, each with its run directory's name. The cores are
+    shared out (``OMP_NUM_THREADS`` = cores / runs, unless set already): OpenMP threads of several
+    processes spinning against each other on the same cores make each many times slower. The runs
+    in ``background`` get a lower scheduling priority (nice +10, where the system has one), so that
+    the longest run is not slowed by the short ones.
+    """
+    threads = str(max(1, (os.cpu_count() or 1) // len(runs)))
+    env = os.environ | {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
+    children = {
+        run_dir: RelayedApp(
+            "train",
+            run_dir.name,
+            *overrides,
+            f"hydra.run.dir={run_dir}",
+            f"paths.outputs_dir={outputs_dir}",
+            show=training_milestone,
+            env=env,
+        )
+        for run_dir, overrides in runs.items()
+    }
+    for run_dir in background if hasattr(os, "setpriority") else ():  # POSIX only
+        with contextlib.suppress(OSError):  # already ended, or not allowed: it only costs time
+            os.setpriority(os.PRIO_PROCESS, children[run_dir].process.pid, BACKGROUND_NICENESS)
+    return children
+
+
+def finish_training_runs(children: dict[Path, RelayedApp]) -> dict[Path, dict]:
+    """Wait for the runs :func:`start_training_runs` started.
+
+    Returns:
+        Each run directory's metrics.
+
+    Raises:
+        RuntimeError: A run failed; names its command and shows its last lines.
+    """
+    for child, code in zip(children.values(), wait_all(list(children.values())), strict=True):
+        if code != 0:
+            tail = "\n".join(child.tail)
+            raise RuntimeError(f"{' '.join(child.process.args)} failed (exit {code}); its last lines:\n{tail}")
+    return {run_dir: json.loads((run_dir / "metrics.json").read_text()) for run_dir in children}
+
+
+def training_runs(runs: dict[Path, list[str]], outputs_dir: str) -> dict[Path, dict]:
+    """Run ``minituner-train`` once per run directory, all in parallel, and wait for them (their metrics)."""
+    return finish_training_runs(start_training_runs(runs, outputs_dir))
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block on ``count`` torch threads, then give back the count it had."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

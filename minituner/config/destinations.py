@@ -51,8 +51,10 @@ def base_path_problems(cfg: DictConfig) -> list[str]:
     source = readable_directory(directory)
     if not source.exists():
         if not cfg.base.build_if_missing:
-            return [f"base.path={path!r} does not exist and base.build_if_missing=false: give a base directory, "
-                    "or allow base.build_if_missing=true to pretrain the base there"]  # fmt: skip
+            return [
+                f"base.path={path!r} does not exist and base.build_if_missing=false: give a base directory, "
+                "or allow base.build_if_missing=true to pretrain the base there"
+            ]
         return writable_problems(directory, "base", f"base.path={path!r} (missing: the base would be built there)")
     if not source.is_dir():
         return [f"base.path={path!r} is a file, not a base directory"]
@@ -62,9 +64,11 @@ def base_path_problems(cfg: DictConfig) -> list[str]:
     kind = artifact_kind(source)
     found = f"minituner's {kind}" if kind else listing({p.name for p in source.iterdir()}) or "nothing"
     hint = " (an adapter goes on its base with regime=lora, or into it by minituner-merge)" * (kind == "adapter")
-    return [f"base.path={path!r} is not a base directory: it has no {', '.join(missing)} (found: {found}){hint}; "
-            "give a directory written by `minituner-train regime=pretrain`, a full fine-tune's model/ or "
-            "minituner-merge"]  # fmt: skip
+    return [
+        f"base.path={path!r} is not a base directory: it has no {', '.join(missing)} (found: {found}){hint}; "
+        "give a directory written by `minituner-train regime=pretrain`, a full fine-tune's model/ or "
+        "minituner-merge"
+    ]
 
 
 def output_dir(cfg: DictConfig) -> Path | None:
@@ -110,18 +114,24 @@ def run_directory_problems(run_dir: Path, cfg: DictConfig) -> list[str]:
         foreign = names - HYDRA_FILES
         if not foreign:
             return []
-        return [f"{where} is not empty and is not a minituner run (it holds {listing(foreign)}): a new run goes "
-                "into a new or empty directory; choose another hydra.run.dir"]  # fmt: skip
+        return [
+            f"{where} is not empty and is not a minituner run (it holds {listing(foreign)}): a new run goes "
+            "into a new or empty directory; choose another hydra.run.dir"
+        ]
     try:
         saved = _comparable(_saved_config(run_dir), run_dir)
         changes = config_changes(saved, _comparable(cfg, run_dir), saved_as="in that run")
     except (OSError, OmegaConfBaseException, YAMLError, ValueError, KeyError, TypeError) as error:
-        return [f"{where} holds a run whose config cannot be read ({type(error).__name__}: {error}): "
-                "choose another hydra.run.dir"]  # fmt: skip
+        return [
+            f"{where} holds a run whose config cannot be read ({type(error).__name__}: {error}): "
+            "choose another hydra.run.dir"
+        ]
     if changes:
         shown = "; ".join(changes[:3]) + (f"; ... ({len(changes)} in all)" if len(changes) > 3 else "")
-        return [f"{where} holds another run, with a different config ({shown}): continue that run with "
-                f"resume={run_dir} and its own overrides, or choose another hydra.run.dir"]  # fmt: skip
+        return [
+            f"{where} holds another run, with a different config ({shown}): continue that run with "
+            f"resume={run_dir} and its own overrides, or choose another hydra.run.dir"
+        ]
     return []
 
 
@@ -142,9 +152,11 @@ def destination_problems(cfg: DictConfig) -> list[str]:
         if trains_base(cfg):
             problems += writable_problems(cached, "base", "paths.base_cache_dir")
         elif not cfg.base.build_if_missing and not (cached / CONFIG_FILE).is_file():
-            problems.append(f"base.build_if_missing=false but no base checkpoint exists at {cached}: run "
-                            "`minituner-train regime=pretrain` first, set base.path to a base directory, or allow "
-                            "base.build_if_missing=true")  # fmt: skip
+            problems.append(
+                f"base.build_if_missing=false but no base checkpoint exists at {cached}: run "
+                "`minituner-train regime=pretrain` first, set base.path to a base directory, or allow "
+                "base.build_if_missing=true"
+            )
     run_dir = output_dir(cfg)
     if run_dir is None:
         return problems

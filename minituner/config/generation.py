@@ -15,13 +15,15 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from minituner.config.base_request import base_dir_for
+from minituner.config.checks import integer_problems, is_number
 from minituner.config.errors import ConfigError
 from minituner.config.schema import unknown_key_problems
-from minituner.data.instructions import format_prompt
+from minituner.config.validation import quant_scheme_problems
+from minituner.data.instructions import DataFileError, format_prompt
+from minituner.data.prompt_file import read_prompt_file
 from minituner.generation.sampling import SamplingSettings
 from minituner.lora.adapter_io import AdapterError, read_adapter
 from minituner.model.tokenizer import ByteTokenizer
-from minituner.quant.linear import SCHEMES
 from minituner.store.base_cache import CONFIG_FILE
 
 
@@ -48,43 +50,28 @@ def _texts(cfg: DictConfig, key: str, problems: list[str]) -> list[str]:
     texts = []
     for value in _values(cfg, key):
         if not isinstance(value, str):
-            problems.append(f"{key}={value!r} was read as {type(value).__name__}, not text: quote it, "
-                            f"e.g. {key}=\"'{value}'\"")  # fmt: skip
+            problems.append(
+                f"{key}={value!r} was read as {type(value).__name__}, not text: quote it, e.g. {key}=\"'{value}'\""
+            )
         else:
             texts.append(value)
     return texts
-
-
-def _file_prompts(path: str, problems: list[str]) -> list[str]:
-    """Non-blank lines of a UTF-8 file (line endings removed, everything else kept)."""
-    file = Path(path)
-    if not file.is_file():
-        problems.append(f"prompts_file={path!r} is not a file")
-        return []
-    prompts = []
-    for number, raw in enumerate(file.read_bytes().split(b"\n"), start=1):
-        try:
-            line = raw.decode("utf-8").removesuffix("\r")
-        except UnicodeDecodeError as error:
-            problems.append(f"{path}:{number}: not UTF-8 text (byte {raw[error.start]:#04x} at column "
-                            f"{error.start + 1}): the byte tokenizer reads UTF-8 only")  # fmt: skip
-            continue
-        if line.strip():
-            prompts.append(line)
-    if not prompts and not problems:
-        problems.append(f"prompts_file={path!r} holds no prompt (every line is blank)")
-    return prompts
 
 
 def prompt_texts(cfg: DictConfig, problems: list[str]) -> list[str]:
     """Every prompt the config gives, in order: ``prompt``, ``prompts_file``, then ``instruction``/``input``."""
     prompts = _texts(cfg, "prompt", problems)
     if cfg.get("prompts_file"):
-        prompts += _file_prompts(str(cfg.prompts_file), problems)
+        try:
+            prompts += read_prompt_file(Path(str(cfg.prompts_file)))
+        except DataFileError as error:
+            problems += error.problems
     instructions, inputs = _texts(cfg, "instruction", problems), _texts(cfg, "input", problems)
     if (instructions or inputs) and "path" not in list(cfg.data):
-        problems.append("instruction=/input= format an Alpaca prompt for instruction data: add data=jsonl (the "
-                        "template the run trained on), or give the whole text as prompt=")  # fmt: skip
+        problems.append(
+            "instruction=/input= format an Alpaca prompt for instruction data: add data=jsonl (the "
+            "template the run trained on), or give the whole text as prompt="
+        )
     elif inputs and not instructions:
         problems.append("input= needs instruction=: the input is a section of an instruction prompt")
     else:
@@ -122,8 +109,10 @@ def generation_base_dir(cfg: DictConfig, adapter_dirs: list[Path]) -> Path:
 def _block_size(base_dir: Path, problems: list[str]) -> int | None:
     config = base_dir / CONFIG_FILE
     if not config.is_file():
-        problems.append(f"no base at {base_dir} (no {CONFIG_FILE}): set base.path to a base directory, or build this "
-                        "one with `minituner-train regime=pretrain` (same model= and base.seed=)")  # fmt: skip
+        problems.append(
+            f"no base at {base_dir} (no {CONFIG_FILE}): set base.path to a base directory, or build this "
+            "one with `minituner-train regime=pretrain` (same model= and base.seed=)"
+        )
         return None
     try:
         size = json.loads(config.read_text())["model"]["block_size"]
@@ -134,23 +123,12 @@ def _block_size(base_dir: Path, problems: list[str]) -> int | None:
 
 
 def _setting_problems(cfg: DictConfig) -> list[str]:
-    problems = []
-
-    def whole(key: str, minimum: int, allow_null: bool = False) -> None:
-        value = cfg.get(key)
-        if (value is None and allow_null) or (isinstance(value, int) and not isinstance(value, bool)
-                                              and value >= minimum):  # fmt: skip
-            return
-        problems.append(f"{key}={value!r} is not allowed: must be an integer >= {minimum}" + " or null" * allow_null)
-
-    whole("max_new_tokens", 1)
-    whole("num_samples", 1)
-    whole("top_k", 1, allow_null=True)
-    whole("seed", 0)
+    problems = integer_problems(cfg, "max_new_tokens") + integer_problems(cfg, "num_samples")
+    problems += integer_problems(cfg, "top_k", allow_null=True) + integer_problems(cfg, "seed", minimum=0)
     temperature, top_p = cfg.get("temperature"), cfg.get("top_p")
-    if not isinstance(temperature, int | float) or isinstance(temperature, bool) or temperature < 0:
+    if not is_number(temperature) or temperature < 0:
         problems.append(f"temperature={temperature!r} is not allowed: must be a number >= 0 (0: greedy)")
-    if not isinstance(top_p, int | float) or isinstance(top_p, bool) or not 0 < top_p <= 1:
+    if not is_number(top_p) or not 0 < top_p <= 1:
         problems.append(f"top_p={top_p!r} is not allowed: must be a number in (0, 1]")
     for key in ("merged", "use_kv_cache", "allow_base_mismatch"):
         if not isinstance(cfg.get(key), bool):
@@ -158,9 +136,7 @@ def _setting_problems(cfg: DictConfig) -> list[str]:
     stops = _values(cfg, "stop")
     if not all(isinstance(s, str) and s for s in stops):
         problems.append(f"stop={cfg.get('stop')!r} is not allowed: must be null, a non-empty string or a list of them")
-    scheme = OmegaConf.select(cfg, "quant.scheme")
-    if scheme not in ("none", *SCHEMES):
-        problems.append(f"quant.scheme={scheme!r} is not allowed: must be one of {['none', *SCHEMES]}")
+    problems += quant_scheme_problems(cfg)
     if cfg.get("merged") is True and not cfg.get("adapter"):
         problems.append("merged=true needs adapter=<dir>: there is nothing to merge")
     return problems
@@ -177,12 +153,16 @@ def _prompt_problems(prompts: list[str], block_size: int, base_dir: Path) -> lis
             code = ord(error.object[error.start])
             # Python keeps bytes of the command line that are not UTF-8 as surrogates U+DC80..U+DCFF
             what = f"byte {code - 0xDC00:#04x}" if 0xDC80 <= code <= 0xDCFF else f"character U+{code:04X}"
-            problems.append(f"prompt {shown!r}: {what} at position {error.start} is not UTF-8 text, which the byte "
-                            "tokenizer cannot encode")  # fmt: skip
+            problems.append(
+                f"prompt {shown!r}: {what} at position {error.start} is not UTF-8 text, which the byte "
+                "tokenizer cannot encode"
+            )
             continue
         if length > block_size:
-            problems.append(f"prompt {shown!r} is {length} tokens with BOS, longer than the context of the base "
-                            f"{base_dir} (model.block_size={block_size})")  # fmt: skip
+            problems.append(
+                f"prompt {shown!r} is {length} tokens with BOS, longer than the context of the base "
+                f"{base_dir} (model.block_size={block_size})"
+            )
     return problems
 
 

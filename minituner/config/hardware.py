@@ -11,8 +11,23 @@ from omegaconf import DictConfig, OmegaConf
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 # Lightning 2.x's precision values (the long names, then the short aliases it also accepts).
-PRECISIONS = ("64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed", "transformer-engine",
-              "transformer-engine-float16", "64", "32", "16", "bf16", 64, 32, 16)  # fmt: skip
+PRECISIONS = (
+    "64-true",
+    "32-true",
+    "16-true",
+    "bf16-true",
+    "16-mixed",
+    "bf16-mixed",
+    "transformer-engine",
+    "transformer-engine-float16",
+    "64",
+    "32",
+    "16",
+    "bf16",
+    64,
+    32,
+    16,
+)
 _FP16_MIXED = ("16-mixed", "16", 16)
 _BF16 = ("bf16-mixed", "bf16-true", "bf16")
 

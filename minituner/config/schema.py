@@ -84,8 +84,10 @@ def unknown_key_problems(cfg: DictConfig) -> list[str]:
                 if isinstance(value, dict):
                     walk(value, f"{path}.")
                 continue
-            siblings = sorted({k.removeprefix(prefix) for k in known if k.startswith(prefix) and "." not in
-                               k.removeprefix(prefix)} | (parameters or set()))  # fmt: skip
+            siblings = sorted(
+                {k.removeprefix(prefix) for k in known if k.startswith(prefix) and "." not in k.removeprefix(prefix)}
+                | (parameters or set())
+            )
             close = difflib.get_close_matches(str(key), siblings, n=1)
             hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
             found = "a node" if isinstance(value, dict) else repr(value)

@@ -11,6 +11,7 @@ import importlib.util
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from minituner.config.checks import integer_problems, is_number
 from minituner.config.destinations import destination_problems
 from minituner.config.errors import ConfigError
 from minituner.config.hardware import trainer_problems
@@ -27,15 +28,6 @@ from minituner.quant.linear import SCHEMES
 TRAINABLE = ("all", "lora")
 
 
-def _positive_int(cfg: DictConfig, key: str, problems: list[str], allow_minus_one: bool = False) -> None:
-    value = OmegaConf.select(cfg, key)
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    ok = ok and (value > 0 or (allow_minus_one and value == -1))
-    if not ok:
-        allowed = "a positive integer" + (" or -1 (unlimited)" if allow_minus_one else "")
-        problems.append(f"{key}={value!r} is not allowed: must be {allowed}")
-
-
 def model_problems(model: DictConfig) -> list[str]:
     """Problems with the ``model`` node (its ``name`` is a label only)."""
     fields = OmegaConf.to_container(model, resolve=True)
@@ -45,15 +37,14 @@ def model_problems(model: DictConfig) -> list[str]:
 
 def regime_problems(regime: DictConfig) -> list[str]:
     """Problems with the ``regime`` node."""
-    problems: list[str] = []
-    _positive_int(regime, "batch_size", problems)
-    _positive_int(regime, "max_steps", problems, allow_minus_one=True)
-    _positive_int(regime, "max_epochs", problems, allow_minus_one=True)
+    problems = integer_problems(regime, "batch_size")
+    for key in ("max_steps", "max_epochs"):
+        problems += integer_problems(regime, key, allow_minus_one=True)
     problems = [f"regime.{p}" for p in problems]
     if regime.get("max_steps") == -1 and regime.get("max_epochs") == -1:
         problems.append("regime.max_steps and regime.max_epochs are both -1: set at least one")
     lr = OmegaConf.select(regime, "optimizer.lr")
-    if not isinstance(lr, int | float) or isinstance(lr, bool) or lr <= 0:
+    if not is_number(lr) or lr <= 0:
         problems.append(f"regime.optimizer.lr={lr!r} is not allowed: must be a number > 0")
     if regime.get("data_stage") not in DATAMODULES:
         problems.append(
@@ -66,26 +57,23 @@ def regime_problems(regime: DictConfig) -> list[str]:
     return problems + replay_problems(regime)
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def replay_problems(regime: DictConfig) -> list[str]:
     """Problems with ``regime.replay`` (self-replay of the base's own sentences), when the regime has one."""
     replay = regime.get("replay")
     if replay is None:
         return []
-    problems: list[str] = []
-    for key in ("batch_size", "sentences", "max_len"):
-        _positive_int(replay, key, problems)
-    problems = [f"regime.replay.{p}" for p in problems]
-    if not _number(replay.get("weight")) or replay.weight < 0:
+    problems = [
+        f"regime.replay.{p}" for key in ("batch_size", "sentences", "max_len") for p in integer_problems(replay, key)
+    ]
+    if not is_number(replay.get("weight")) or replay.weight < 0:
         problems.append(f"regime.replay.weight={replay.get('weight')!r} is not allowed: must be a number >= 0 (0: off)")
-    if not _number(replay.get("temperature")) or replay.temperature <= 0:
+    if not is_number(replay.get("temperature")) or replay.temperature <= 0:
         problems.append(f"regime.replay.temperature={replay.get('temperature')!r} is not allowed: must be a number > 0")
     if not problems and replay.weight and regime.get("trainable") != "lora":
-        problems.append(f"regime.replay.weight={replay.weight} needs regime.trainable='lora': the base that "
-                        "writes the sentences must stay frozen")  # fmt: skip
+        problems.append(
+            f"regime.replay.weight={replay.weight} needs regime.trainable='lora': the base that "
+            "writes the sentences must stay frozen"
+        )
     return problems
 
 
@@ -134,6 +122,25 @@ def data_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def quant_scheme_problems(cfg: DictConfig) -> list[str]:
+    """``quant.scheme`` must be ``none`` or a scheme minituner implements."""
+    scheme = OmegaConf.select(cfg, "quant.scheme")
+    if scheme not in ("none", *SCHEMES):
+        return [f"quant.scheme={scheme!r} is not allowed: must be one of {['none', *SCHEMES]}"]
+    return []
+
+
+def quant_problems(cfg: DictConfig) -> list[str]:
+    """The ``quant`` node: a known scheme, and a quantized base only under adapters (it is frozen)."""
+    scheme = OmegaConf.select(cfg, "quant.scheme")
+    if scheme != "none" and not quant_scheme_problems(cfg) and cfg.regime.get("trainable") != "lora":
+        return [
+            f"quant.scheme={scheme!r} with regime={cfg.regime.get('name')!r} is not allowed: a quantized "
+            "base is frozen, so only adapters can train; use regime=lora (QLoRA) or quant=none"
+        ]
+    return quant_scheme_problems(cfg)
+
+
 def base_recipe_problems(cfg: DictConfig) -> list[str]:
     """``base.recipe`` must name a shipped regime that trains from scratch."""
     recipe = OmegaConf.select(cfg, "base.recipe")
@@ -152,16 +159,22 @@ def base_dtype_problems(cfg: DictConfig) -> list[str]:
     if dtype == "float32":
         return []
     if cfg.regime.get("trainable") != "lora":
-        return [f"base.dtype={dtype!r} with regime={cfg.regime.get('name')!r} is not allowed: a half-precision "
-                "base is frozen, so only adapters can train; use regime=lora or base.dtype=float32"]  # fmt: skip
+        return [
+            f"base.dtype={dtype!r} with regime={cfg.regime.get('name')!r} is not allowed: a half-precision "
+            "base is frozen, so only adapters can train; use regime=lora or base.dtype=float32"
+        ]
     precision = str(OmegaConf.select(cfg, "trainer.precision"))
     if dtype == "float16" and precision.startswith("bf16"):
-        return [f"base.dtype='float16' with trainer.precision={precision!r} is not allowed: bf16 autocast cannot run "
-                "an fp16 base; use base.dtype=bfloat16 (or trainer.precision=32-true)"]  # fmt: skip
+        return [
+            f"base.dtype='float16' with trainer.precision={precision!r} is not allowed: bf16 autocast cannot run "
+            "an fp16 base; use base.dtype=bfloat16 (or trainer.precision=32-true)"
+        ]
     bias = OmegaConf.select(cfg, "lora.bias")
     if bias != "none":
-        return [f"lora.bias={bias!r} with base.dtype={dtype!r} is not allowed: the biases would train in "
-                f"{dtype}; use lora.bias=none or base.dtype=float32"]  # fmt: skip
+        return [
+            f"lora.bias={bias!r} with base.dtype={dtype!r} is not allowed: the biases would train in "
+            f"{dtype}; use lora.bias=none or base.dtype=float32"
+        ]
     return []
 
 
@@ -173,7 +186,7 @@ def inspection_problems(cfg: DictConfig) -> list[str]:
     problems = unknown_key_problems(cfg)
     if problems:
         return problems
-    _positive_int(cfg, "inspect.examples", problems)
+    problems += integer_problems(cfg, "inspect.examples")
     split = OmegaConf.select(cfg, "inspect.split")
     if split not in INSPECT_SPLITS:
         problems.append(f"inspect.split={split!r} is not allowed: must be one of {list(INSPECT_SPLITS)}")
@@ -182,8 +195,11 @@ def inspection_problems(cfg: DictConfig) -> list[str]:
 
 
 # a logger's target name -> (the module it needs, the minituner extra that installs it)
-LOGGER_PACKAGES = {"MLFlowLogger": ("mlflow", "mlflow"), "local_mlflow_logger": ("mlflow", "mlflow"),
-                   "WandbLogger": ("wandb", "wandb")}  # fmt: skip
+LOGGER_PACKAGES = {
+    "MLFlowLogger": ("mlflow", "mlflow"),
+    "local_mlflow_logger": ("mlflow", "mlflow"),
+    "WandbLogger": ("wandb", "wandb"),
+}
 
 
 def logger_problems(cfg: DictConfig) -> list[str]:
@@ -193,8 +209,10 @@ def logger_problems(cfg: DictConfig) -> list[str]:
         target = str(OmegaConf.select(node, "_target_", default="")).rsplit(".", 1)[-1]
         if target in LOGGER_PACKAGES and importlib.util.find_spec(LOGGER_PACKAGES[target][0]) is None:
             module, extra = LOGGER_PACKAGES[target]
-            problems.append(f"logger.{name} needs the {module} package, which is not installed: "
-                            f"pip install 'minituner[{extra}]' (or drop it: logger=tensorboard)")  # fmt: skip
+            problems.append(
+                f"logger.{name} needs the {module} package, which is not installed: "
+                f"pip install 'minituner[{extra}]' (or drop it: logger=tensorboard)"
+            )
     return problems
 
 
@@ -204,21 +222,10 @@ def validate_config(cfg: DictConfig) -> None:
     if unknown:  # the checks below build typed objects from the nodes: they need known keys
         raise ConfigError(unknown)
     problems = model_problems(cfg.model) + regime_problems(cfg.regime) + lora_problems(cfg)
-    problems += data_problems(cfg) + base_recipe_problems(cfg)
-    scheme = OmegaConf.select(cfg, "quant.scheme")
-    if scheme not in ("none", *SCHEMES):
-        problems.append(f"quant.scheme={scheme!r} is not allowed: must be one of {['none', *SCHEMES]}")
-    elif scheme != "none" and cfg.regime.get("trainable") != "lora":
-        problems.append(
-            f"quant.scheme={scheme!r} with regime={cfg.regime.get('name')!r} is not allowed: a quantized "
-            "base is frozen, so only adapters can train; use regime=lora (QLoRA) or quant=none"
-        )
+    problems += data_problems(cfg) + base_recipe_problems(cfg) + quant_problems(cfg)
     problems += base_dtype_problems(cfg) + logger_problems(cfg)
-    for key in ("seed", "base.seed"):
-        value = OmegaConf.select(cfg, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            problems.append(f"{key}={value!r} is not allowed: must be a non-negative integer")
-    _positive_int(cfg, "data.eval_batch_size", problems)
+    problems += integer_problems(cfg, "seed", minimum=0) + integer_problems(cfg, "base.seed", minimum=0)
+    problems += integer_problems(cfg, "data.eval_batch_size")
     problems += trainer_problems(cfg.trainer)
     if not problems:  # paths last: they are checked against the config the checks above accepted
         problems += destination_problems(cfg)

@@ -35,19 +35,87 @@ IRREGULAR_VERBS: dict[str, tuple[str, str, str]] = {
     "write": ("writes", "wrote", "written"),
 }
 CONTROL_VERBS = (
-    "work", "play", "walk", "talk", "listen", "watch",
-    "study", "finish", "start", "look", "want", "like",
-)  # fmt: skip
+    "work",
+    "play",
+    "walk",
+    "talk",
+    "listen",
+    "watch",
+    "study",
+    "finish",
+    "start",
+    "look",
+    "want",
+    "like",
+)
 # Further regular verbs that teach the -ed / -s rules (no consonant doubling among them).
 EXTRA_REGULAR_VERBS = (
-    "jump", "cook", "clean", "open", "call", "help", "wash", "paint", "visit", "answer",
-    "ask", "climb", "count", "fix", "kick", "learn", "need", "pack", "pick", "pull",
-    "push", "rest", "smell", "stay", "thank", "touch", "turn", "wait", "wish", "cross",
-    "enjoy", "fill", "follow", "guess", "kiss", "miss", "print", "reach", "mix", "obey",
-    "carry", "cry", "try", "copy", "hurry", "worry", "dry", "marry", "bake", "close",
-    "dance", "hate", "live", "love", "move", "smile", "wave", "change", "hope", "use",
-    "taste", "save", "share", "type", "agree",
-)  # fmt: skip
+    "jump",
+    "cook",
+    "clean",
+    "open",
+    "call",
+    "help",
+    "wash",
+    "paint",
+    "visit",
+    "answer",
+    "ask",
+    "climb",
+    "count",
+    "fix",
+    "kick",
+    "learn",
+    "need",
+    "pack",
+    "pick",
+    "pull",
+    "push",
+    "rest",
+    "smell",
+    "stay",
+    "thank",
+    "touch",
+    "turn",
+    "wait",
+    "wish",
+    "cross",
+    "enjoy",
+    "fill",
+    "follow",
+    "guess",
+    "kiss",
+    "miss",
+    "print",
+    "reach",
+    "mix",
+    "obey",
+    "carry",
+    "cry",
+    "try",
+    "copy",
+    "hurry",
+    "worry",
+    "dry",
+    "marry",
+    "bake",
+    "close",
+    "dance",
+    "hate",
+    "live",
+    "love",
+    "move",
+    "smile",
+    "wave",
+    "change",
+    "hope",
+    "use",
+    "taste",
+    "save",
+    "share",
+    "type",
+    "agree",
+)
 
 OBJECTS: dict[str, tuple[str, ...]] = {
     "be": ("happy", "at home", "tired"),
@@ -75,9 +143,17 @@ GENERIC_OBJECTS = ("it", "them", "again")
 
 # subject -> person class: "1sg", "2", "3sg" or "pl"
 SUBJECTS: dict[str, str] = {
-    "I": "1sg", "you": "2", "he": "3sg", "she": "3sg", "we": "pl",
-    "they": "pl", "tom": "3sg", "anna": "3sg", "my friend": "3sg", "the kids": "pl",
-}  # fmt: skip
+    "I": "1sg",
+    "you": "2",
+    "he": "3sg",
+    "she": "3sg",
+    "we": "pl",
+    "they": "pl",
+    "tom": "3sg",
+    "anna": "3sg",
+    "my friend": "3sg",
+    "the kids": "pl",
+}
 MODALS = ("can", "must", "should", "might", "could")
 PRESENT_ADVERBS = ("every day", "often", "usually", "sometimes", "always")
 PAST_TIMES = ("yesterday", "last night", "last week", "two days ago", "this morning")
@@ -219,10 +295,14 @@ class VerbCorpus:
 
 
 SPLITS = (
-    "pretrain_train", "pretrain_val",
-    "irregular_train", "irregular_val", "irregular_test",
-    "regular_val", "regular_test",
-)  # fmt: skip
+    "pretrain_train",
+    "pretrain_val",
+    "irregular_train",
+    "irregular_val",
+    "irregular_test",
+    "regular_val",
+    "regular_test",
+)
 
 
 def _allocation(lemma: str, form: str, config: CorpusConfig) -> list[tuple[str, int]]:

@@ -76,8 +76,9 @@ def _field_problems(where: str, fields: dict) -> list[str]:
         value = fields.get(key)
         if key not in fields or (value is None and key == "input"):
             if key in REQUIRED:
-                problems.append(f'{where}: missing "{key}" (each record needs "instruction" and "output"; '
-                                f'"input" is optional)')  # fmt: skip
+                problems.append(
+                    f'{where}: missing "{key}" (each record needs "instruction" and "output"; "input" is optional)'
+                )
             continue
         if not isinstance(value, str):
             problems.append(f'{where}: "{key}" must be a string, found {type(value).__name__} {value!r:.60}')
@@ -104,8 +105,10 @@ def _parse_line(where: str, raw: bytes) -> tuple[dict | None, list[str]]:
     except json.JSONDecodeError as error:
         return None, [f"{where}: invalid JSON ({error.msg} at column {error.colno})"]
     if not isinstance(fields, dict):
-        return None, [f'{where}: a record must be a JSON object with "instruction", "output" and optionally '
-                      f'"input"; found a {type(fields).__name__}']  # fmt: skip
+        return None, [
+            f'{where}: a record must be a JSON object with "instruction", "output" and optionally '
+            f'"input"; found a {type(fields).__name__}'
+        ]
     return fields, _field_problems(where, fields)
 
 
@@ -169,8 +172,12 @@ def split_records(records: list[Record], val_fraction: float, seed: int) -> tupl
     val = [r for r in records if r.text in held_out]
     train = [r for r in records if r.text not in held_out]
     if not val or not train:
-        raise DataFileError([f"data.val_fraction={val_fraction} splits {len(texts)} distinct record(s) into "
-                             f"{len(train)} train and {len(val)} validation: both need at least one"])  # fmt: skip
+        raise DataFileError(
+            [
+                f"data.val_fraction={val_fraction} splits {len(texts)} distinct record(s) into "
+                f"{len(train)} train and {len(val)} validation: both need at least one"
+            ]
+        )
     return train, val
 
 

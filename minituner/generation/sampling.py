@@ -131,15 +131,10 @@ def generate_batch(
             step_logits.append(logits.float().cpu())
         tokens = choose_tokens(logits, settings, generator)
         logprobs = F.log_softmax(logits.float(), dim=-1).gather(1, tokens[:, None]).squeeze(1)
-        going = []
-        for row, token, logprob in zip(live, tokens.tolist(), logprobs.tolist(), strict=True):
-            result = results[row]
-            result.tokens.append(token)
-            result.logprobs.append(logprob)
-            reason = _stop_reason(result, token, settings, block_size, tokenizer)
-            if reason is not None:
-                result.stop_reason = reason
-            going.append(reason is None)
+        going = [
+            _extend(results[row], token, logprob, settings, block_size, tokenizer)
+            for row, token, logprob in zip(live, tokens.tolist(), logprobs.tolist(), strict=True)
+        ]
         keep = torch.tensor(going, dtype=torch.bool, device=tokens.device)
         live = [row for row, g in zip(live, going, strict=True) if g]
         step_input = tokens[keep][:, None]  # finished rows leave the batch
@@ -151,6 +146,18 @@ def generate_batch(
     for result in results:
         result.text = _completion_text(result, settings, tokenizer)
     return results
+
+
+def _extend(
+    result: Generation, token: int, logprob: float, settings: SamplingSettings, block_size: int, tokenizer
+) -> bool:
+    """Append ``token`` to ``result``; whether it goes on (else its ``stop_reason`` is set)."""
+    result.tokens.append(token)
+    result.logprobs.append(logprob)
+    reason = _stop_reason(result, token, settings, block_size, tokenizer)
+    if reason is not None:
+        result.stop_reason = reason
+    return reason is None
 
 
 def _stop_reason(
@@ -188,7 +195,8 @@ def generate(
     results: list[Generation | None] = [None] * len(prompts)
     for length in sorted({len(p) for p in prompts}):
         rows = [i for i, p in enumerate(prompts) if len(p) == length]
-        for row, result in zip(rows, generate_batch(model, [prompts[i] for i in rows], settings, generator,
-                                                    use_cache), strict=True):  # fmt: skip
+        for row, result in zip(
+            rows, generate_batch(model, [prompts[i] for i in rows], settings, generator, use_cache), strict=True
+        ):
             results[row] = result
     return results  # type: ignore[return-value]

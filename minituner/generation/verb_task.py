@@ -35,10 +35,15 @@ def verb_completions(model: nn.Module, prompts: list[VerbPrompt]) -> list[dict]:
     """Per prompt: the completion, its first word and whether that is the correct form."""
     texts = complete_prompts(model, [p.prompt for p in prompts])
     return [
-        {"prompt": p.prompt, "completion": t, "first_word": first_word(t), "correct_form": p.correct,
-         "correct": first_word(t) == p.correct}
+        {
+            "prompt": p.prompt,
+            "completion": t,
+            "first_word": first_word(t),
+            "correct_form": p.correct,
+            "correct": first_word(t) == p.correct,
+        }
         for p, t in zip(prompts, texts, strict=True)
-    ]  # fmt: skip
+    ]
 
 
 def generation_accuracy(completions: list[dict]) -> float:
@@ -50,8 +55,10 @@ def markdown_completions(columns: dict[str, list[dict]]) -> str:
     """A table: one row per prompt, one column per model; the correct form is marked with a check."""
     labels = list(columns)
     first = columns[labels[0]]
-    lines = ["| prompt | correct | " + " | ".join(f"`{label}`" for label in labels) + " |",
-             "|---|---|" + "---|" * len(labels)]  # fmt: skip
+    lines = [
+        "| prompt | correct | " + " | ".join(f"`{label}`" for label in labels) + " |",
+        "|---|---|" + "---|" * len(labels),
+    ]
     for i, row in enumerate(first):
         cells = []
         for label in labels:

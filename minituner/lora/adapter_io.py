@@ -9,7 +9,6 @@ base weights).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,26 +19,62 @@ from torch import nn
 
 from minituner.lora.inject import LAYERS_PATTERN, LoRAConfig, inject_lora
 from minituner.lora.layer import lora_layers
-from minituner.store.artifacts import readable_directory, sha256_file, write_directory_atomic, write_json_atomic
+from minituner.model.state_fit import fit_problems
+from minituner.store.artifacts import open_artifact, sha256_file, write_directory_atomic, write_json_atomic
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
 
 # PEFT's LoraConfig (releases 0.13 to 0.21), field by field. The fields minituner reads:
-_READ_FIELDS = {"peft_type", "r", "lora_alpha", "lora_dropout", "target_modules", "layers_to_transform",
-                "layers_pattern", "bias", "use_rslora"}  # fmt: skip
+_READ_FIELDS = {
+    "peft_type",
+    "r",
+    "lora_alpha",
+    "lora_dropout",
+    "target_modules",
+    "layers_to_transform",
+    "layers_pattern",
+    "bias",
+    "use_rslora",
+}
 # Where the adapter came from and how PEFT ran it: any value.
-_INFO_FIELDS = {"task_type", "base_model_name_or_path", "revision", "inference_mode", "auto_mapping", "peft_version",
-                "runtime_config"}  # fmt: skip
+_INFO_FIELDS = {
+    "task_type",
+    "base_model_name_or_path",
+    "revision",
+    "inference_mode",
+    "auto_mapping",
+    "peft_version",
+    "runtime_config",
+}
 # Features minituner cannot apply. PEFT writes each as null, false or empty when it is off (its default);
 # any other value switches it on and the adapter is refused, naming it.
 _FEATURES = {
-    "fan_in_fan_out", "modules_to_save", "rank_pattern", "alpha_pattern", "use_dora", "exclude_modules",
-    "megatron_config", "loftq_config", "eva_config", "corda_config", "trainable_token_indices", "layer_replication",
-    "lora_bias", "target_parameters", "use_qalora", "alora_invocation_tokens", "arrow_config", "ensure_weight_tying",
-    "kasa_config", "lora_ga_config", "monteclora_config", "velora_config", "use_bdlora",
-}  # fmt: skip
+    "fan_in_fan_out",
+    "modules_to_save",
+    "rank_pattern",
+    "alpha_pattern",
+    "use_dora",
+    "exclude_modules",
+    "megatron_config",
+    "loftq_config",
+    "eva_config",
+    "corda_config",
+    "trainable_token_indices",
+    "layer_replication",
+    "lora_bias",
+    "target_parameters",
+    "use_qalora",
+    "alora_invocation_tokens",
+    "arrow_config",
+    "ensure_weight_tying",
+    "kasa_config",
+    "lora_ga_config",
+    "monteclora_config",
+    "velora_config",
+    "use_bdlora",
+}
 # Initialisations that only shape the weights before training (the file holds the trained ones); the
 # others (pissa, olora, loftq, corda...) also change the base weights, which a plain base lacks.
 _INIT_WEIGHTS_OFF = (True, False, "gaussian")
@@ -160,8 +195,10 @@ def _config_problems(raw: dict) -> list[str]:
             problems.append(f"{key}={raw[key]!r} is a PEFT feature minituner does not support")
     init = raw.get("init_lora_weights", True)  # PEFT's default
     if not any(init is off or (isinstance(off, str) and init == off) for off in _INIT_WEIGHTS_OFF):
-        problems.append(f"init_lora_weights={init!r} is a PEFT initialisation that also changes the base weights, "
-                        f"which minituner does not support (allowed: {list(_INIT_WEIGHTS_OFF)})")  # fmt: skip
+        problems.append(
+            f"init_lora_weights={init!r} is a PEFT initialisation that also changes the base weights, "
+            f"which minituner does not support (allowed: {list(_INIT_WEIGHTS_OFF)})"
+        )
     for key in ("r", "lora_alpha", "target_modules"):
         if key not in raw:
             problems.append(f"missing field {key!r}")
@@ -175,17 +212,8 @@ def read_adapter(directory: Path) -> Adapter:
         AdapterError: Missing or unreadable files, unknown or unsupported config fields,
             invalid LoRA values, a truncated or corrupt safetensors file, NaN/Inf tensors.
     """
-    directory = readable_directory(directory)
+    directory, raw = open_artifact(directory, "adapter", (CONFIG_FILE, WEIGHTS_FILE), CONFIG_FILE, AdapterError)
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise AdapterError(f"adapter {directory} has no {path.name}")
-    try:
-        raw = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise AdapterError(f"{config_path} is not valid JSON: {error}") from error
-    if not isinstance(raw, dict):
-        raise AdapterError(f"{config_path} must hold a JSON object, found {type(raw).__name__}")
     problems = _config_problems(raw)
     if problems:
         raise AdapterError(f"{config_path}: " + "; ".join(problems))
@@ -211,12 +239,17 @@ def read_adapter(directory: Path) -> Adapter:
     if bad:
         raise AdapterError(f"{weights_path} holds NaN/Inf values in {bad}")
     # the rank in the config must be the tensors' (so a wrong r never sizes the layers that get injected)
-    ranks = {k: t.shape[0] if ".lora_A." in k else t.shape[-1] for k, t in tensors.items()
-             if (".lora_A." in k or ".lora_B." in k) and t.dim() == 2}  # fmt: skip
+    ranks = {
+        k: t.shape[0] if ".lora_A." in k else t.shape[-1]
+        for k, t in tensors.items()
+        if (".lora_A." in k or ".lora_B." in k) and t.dim() == 2
+    }
     wrong = sorted(k for k, rank in ranks.items() if rank != config.r)
     if wrong or any(t.dim() != 2 for k, t in tensors.items() if ".lora_A." in k or ".lora_B." in k):
-        raise AdapterError(f"{config_path}: r={config.r}, but the LoRA tensors of {weights_path.name} are not of that "
-                           f"rank (2-D, r rows in lora_A, r columns in lora_B): {wrong or 'not 2-D'}")  # fmt: skip
+        raise AdapterError(
+            f"{config_path}: r={config.r}, but the LoRA tensors of {weights_path.name} are not of that "
+            f"rank (2-D, r rows in lora_A, r columns in lora_B): {wrong or 'not 2-D'}"
+        )
     return Adapter(directory, config, raw, tensors, sha256_file(weights_path))
 
 
@@ -269,21 +302,11 @@ def load_adapter(
     for name, layer in existing.items():
         targets.update({_peft_key(f"{name}.{k}"): p for k, p in layer.adapter_parameters().items()})
     params = {_peft_key(n): p for n, p in model.named_parameters()}
-    missing = sorted(set(targets) - set(adapter.tensors))
-    unexpected = sorted(k for k in adapter.tensors if k not in targets and k not in params)
-    if missing or unexpected:
-        raise AdapterError(
-            f"adapter {directory} does not fit this model: "
-            f"missing from the file: {missing or 'none'}; in the file but not in the model "
-            f"(would be left unapplied): {unexpected or 'none'}"
-        )
-    shapes = [
-        f"{k}: file {tuple(t.shape)}, model {tuple(params[k].shape)}"
-        for k, t in adapter.tensors.items()
-        if tuple(t.shape) != tuple(params[k].shape)
-    ]
-    if shapes:
-        raise AdapterError(f"shape mismatch loading {directory}: " + "; ".join(shapes))
+    # Besides its LoRA tensors, a file may hold base parameters the adapter trains (lora.bias).
+    expected = {k: p.shape for k, p in params.items() if k in targets or k in adapter.tensors}
+    problems = fit_problems(expected, {k: t.shape for k, t in adapter.tensors.items()})
+    if problems:
+        raise AdapterError(f"adapter {directory} does not fit this model: " + "; ".join(problems))
     with torch.no_grad():
         for key, tensor in adapter.tensors.items():
             params[key].copy_(tensor)

@@ -64,17 +64,19 @@ class LoRAConfig:
         if not isinstance(self.use_rslora, bool):
             found.append(f"lora.use_rslora={self.use_rslora!r} is not allowed: must be true or false")
         layers = self.layers_to_transform
-        indices = isinstance(layers, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
-                                                   for i in layers)  # fmt: skip
+        indices = isinstance(layers, list) and all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers
+        )
         if layers is not None and (not indices or not layers):
-            found.append(f"lora.layers_to_transform={layers!r} is not allowed: must be null (every block) or a "
-                         "non-empty list of block indices")  # fmt: skip
-        if not isinstance(self.target_modules, str | list) or (
-            isinstance(self.target_modules, list) and not all(isinstance(t, str) and t for t in self.target_modules)
-        ):
-            found.append(f"lora.target_modules={self.target_modules!r} is not allowed: name a preset "
-                         f"{sorted(TARGET_PRESETS)}, a list of module names or a regex")  # fmt: skip
-        elif not self.target_modules:
+            found.append(
+                f"lora.layers_to_transform={layers!r} is not allowed: must be null (every block) or a "
+                "non-empty list of block indices"
+            )
+        targets = self.target_modules
+        malformed = not isinstance(targets, str | list) or (
+            isinstance(targets, list) and not all(isinstance(t, str) and t for t in targets)
+        )
+        if malformed or not targets:
             found.append(
                 f"lora.target_modules={self.target_modules!r} is not allowed: name a preset "
                 f"{sorted(TARGET_PRESETS)}, a list of module names or a regex"
@@ -158,17 +160,15 @@ def inject_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
     names = select_targets(model, config)
     generator = torch.Generator().manual_seed(config.seed)
     for name in names:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
         layer = LoRALinear(
-            getattr(parent, child),
+            model.get_submodule(name),
             r=config.r,
             alpha=config.alpha,
             dropout=config.dropout,
             use_rslora=config.use_rslora,
             generator=generator,
         )
-        setattr(parent, child, layer)
+        model.set_submodule(name, layer)
     mark_trainable(model, config.bias)
     log.info("LoRA trainable parameters:\n%s", trainable_summary(model))
     return names

@@ -42,8 +42,7 @@ def merged_copy(model: nn.Module) -> nn.Module:
     merged = copy.deepcopy(model)
     merge_adapters(merged)
     for name, layer in lora_layers(merged).items():
-        parent_name, _, child = name.rpartition(".")
-        setattr(merged.get_submodule(parent_name) if parent_name else merged, child, layer.base_layer)
+        merged.set_submodule(name, layer.base_layer)
     for param in merged.parameters():
         param.requires_grad_(True)
     return merged
@@ -110,6 +109,16 @@ def default_base_dir(adapter: Adapter) -> Path:
     return DEFAULT_BASE_CACHE / name
 
 
+def _refuse_writing_inside(out_dir: Path, sources: dict[str, Path]) -> None:
+    """Refuse an output directory inside one of the sources it is merged from (named by what they are)."""
+    for what, source in sources.items():
+        if _inside(out_dir, source):
+            raise OwnershipError(
+                f"refusing to write the merged model to {out_dir}: it is inside the {what} {source}; "
+                "choose a path outside it"
+            )
+
+
 def merge_to_checkpoint(
     adapter_dir: Path,
     out_dir: Path,
@@ -150,12 +159,9 @@ def merge_to_checkpoint(
         raise ValueError(f"merge_into={merge_into!r} is not allowed: must be one of {list(MERGE_TARGETS)}")
     out_dir, adapter_dir = Path(out_dir), Path(adapter_dir)
     check_writable(out_dir, "merged", overwrite)
-    adapter = read_adapter(adapter_dir)
+    adapter = read_adapter(adapter_dir)  # checked before any work
     base_dir = Path(base_dir) if base_dir is not None else default_base_dir(adapter)
-    for source, what in ((adapter_dir, "adapter"), (base_dir, "base")):
-        if _inside(out_dir, source):
-            raise OwnershipError(f"refusing to write the merged model to {out_dir}: it is inside the {what} "
-                                 f"{source}; choose a path outside it")  # fmt: skip
+    _refuse_writing_inside(out_dir, {"adapter": adapter_dir, "base": base_dir})
     if quant == "none":
         model, adapter = apply_adapter(base_dir, adapter_dir, allow_base_mismatch)
         merged = merged_copy(model)

@@ -93,6 +93,17 @@ def quantized_weight_bytes(out_features: int, in_features: int, scheme: str) -> 
     raise ValueError(f"quant scheme {scheme!r} is not one of ['none', 'nf4', 'nf4_dq', 'int4', 'int8']")
 
 
+def _check_settings(lora: LoRAConfig | None, quant: str, precision: str, base_dtype: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not one of {list(PRECISIONS)}")
+    if base_dtype not in BASE_DTYPE_BYTES:
+        raise ValueError(f"base_dtype={base_dtype!r} is not one of {list(BASE_DTYPE_BYTES)}")
+    if base_dtype != "float32" and lora is None:
+        raise ValueError("a half-precision base is frozen: full fine-tuning cannot use base_dtype != 'float32'")
+    if quant != "none" and lora is None:
+        raise ValueError("a quantized base is frozen: full fine-tuning cannot use quant != 'none'")
+
+
 def predict(
     config: MiniGPTConfig,
     label: str,
@@ -116,14 +127,7 @@ def predict(
         base_dtype: Storage of the frozen base's dense parameters under ``fp32`` precision:
             ``float32``, ``bfloat16`` or ``float16`` (needs ``lora``).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is not one of {list(PRECISIONS)}")
-    if base_dtype not in BASE_DTYPE_BYTES:
-        raise ValueError(f"base_dtype={base_dtype!r} is not one of {list(BASE_DTYPE_BYTES)}")
-    if base_dtype != "float32" and lora is None:
-        raise ValueError("a half-precision base is frozen: full fine-tuning cannot use base_dtype != 'float32'")
-    if quant != "none" and lora is None:
-        raise ValueError("a quantized base is frozen: full fine-tuning cannot use quant != 'none'")
+    _check_settings(lora, quant, precision, base_dtype)
     linears = block_linears(config)
     biases = config.n_layer * (5 * config.d_model + config.d_ff) if config.bias else 0
     dense = config.vocab_size * config.d_model + config.block_size * config.d_model  # embeddings

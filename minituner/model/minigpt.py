@@ -62,22 +62,31 @@ class MiniGPTConfig:
             prefix: Put before each key in the messages (``model.``).
         """
         if not isinstance(fields, dict):
-            return [f"{prefix or 'model config'} must be a mapping of {list(cls.__dataclass_fields__)}, "
-                    f"found {type(fields).__name__}"]  # fmt: skip
-        problems = [f"{prefix}{key} is not a MiniGPT field (allowed: {list(cls.__dataclass_fields__)})"
-                    for key in fields if key not in cls.__dataclass_fields__]  # fmt: skip
+            return [
+                f"{prefix or 'model config'} must be a mapping of {list(cls.__dataclass_fields__)}, "
+                f"found {type(fields).__name__}"
+            ]
+        problems = [
+            f"{prefix}{key} is not a MiniGPT field (allowed: {list(cls.__dataclass_fields__)})"
+            for key in fields
+            if key not in cls.__dataclass_fields__
+        ]
         for key in ("vocab_size", "block_size", "n_layer", "n_head", "d_model", "d_ff"):
             value = fields.get(key, getattr(cls, key))
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 problems.append(f"{prefix}{key}={value!r} is not allowed: must be a positive integer")
         if not problems and fields.get("vocab_size", cls.vocab_size) < cls.vocab_size:
-            problems.append(f"{prefix}vocab_size={fields['vocab_size']} is not allowed: the byte tokenizer needs "
-                            f"at least {cls.vocab_size} ids")  # fmt: skip
+            problems.append(
+                f"{prefix}vocab_size={fields['vocab_size']} is not allowed: the byte tokenizer needs "
+                f"at least {cls.vocab_size} ids"
+            )
         n_head, d_model = fields.get("n_head", cls.n_head), fields.get("d_model", cls.d_model)
         if not problems and d_model % n_head != 0:
             divisors = [h for h in range(1, d_model + 1) if d_model % h == 0]
-            problems.append(f"{prefix}n_head={n_head} does not divide {prefix}d_model={d_model}: "
-                            f"allowed n_head values are {divisors}")  # fmt: skip
+            problems.append(
+                f"{prefix}n_head={n_head} does not divide {prefix}d_model={d_model}: "
+                f"allowed n_head values are {divisors}"
+            )
         dropout = fields.get("dropout", cls.dropout)
         if not isinstance(dropout, int | float) or isinstance(dropout, bool) or not 0 <= dropout < 1:
             problems.append(f"{prefix}dropout={dropout!r} is not allowed: must be in [0, 1)")

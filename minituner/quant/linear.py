@@ -34,17 +34,14 @@ from minituner.quant.codecs import (
 SCHEMES = ("nf4", "nf4_dq", "int4", "int8")
 
 
-# Dense bytes (fp32) of the weight rows dequantized at a time on the CPU, for weights of more than
-# CHUNKED_ABOVE chunks. Measured on 2 threads (Intel Xeon, 512 tokens, forward + backward,
-# benchmarks/quant_layer.py): 4 MiB chunks took 0.78x the whole-weight path's time at 4096 x 4096
-# (16 chunks), but 1.16x at 768 x 3072 (2.25 chunks: the whole 9 MiB weight is better, as every
-# weight of 9 MiB or less was, chunked by 128-512 rows); 128 KiB chunks took 2.4x (too many small
-# matmuls).
+# On the CPU a large weight is dequantized a few rows at a time (CHUNK_BYTES of fp32 each), so that
+# no whole dense copy exists and each chunk stays in cache while it is multiplied. Small weights are
+# faster whole (a few big matmuls beat many small ones), so only weights of more than CHUNKED_ABOVE
+# chunks are chunked. benchmarks/quant_layer.py measures both paths (results/quant_layer.json).
 CHUNK_BYTES = 4 << 20
 CHUNKED_ABOVE = 4
-# A chunk's row count is rounded to the nearest multiple of ROW_TILE when that many rows fit half a
-# budget (the matmul's speed depends on it): 4096 x 11008 fp32 rows give 95 rows for 4 MiB, which
-# took 1.00x the whole-weight path's time, 128 rows 0.74x (96: 0.83x, 64: 0.92x).
+# A chunk's row count is rounded to a multiple of ROW_TILE when that many rows fit half a chunk:
+# the matmul runs markedly faster on row counts that are multiples of its tile (same benchmark).
 ROW_TILE = 128
 
 
@@ -91,8 +88,12 @@ def encode_weight(weight: torch.Tensor, scheme: str) -> dict[str, torch.Tensor]:
         if scheme == "nf4":
             return {"qweight": packed, "absmax": absmax}
         scales = double_quantize(absmax, SCALE_BLOCK)
-        return {"qweight": packed, "absmax_codes": scales.codes, "absmax_code_scale": scales.code_scale,
-                "absmax_offset": scales.offset}  # fmt: skip
+        return {
+            "qweight": packed,
+            "absmax_codes": scales.codes,
+            "absmax_code_scale": scales.code_scale,
+            "absmax_offset": scales.offset,
+        }
     if scheme == "int4":
         packed, scale = int4_quantize(weight, NF4_BLOCK)
         return {"qweight": packed, "scale": scale}
@@ -225,9 +226,7 @@ def quantize_model(model: nn.Module, scheme: str, check_dequantized: bool = Fals
     """
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head"]
     for name in names:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, QuantizedLinear(getattr(parent, child), scheme, name, check_dequantized))
+        model.set_submodule(name, QuantizedLinear(model.get_submodule(name), scheme, name, check_dequantized))
     return names
 
 
@@ -246,8 +245,7 @@ def dequantized_copy(model: nn.Module) -> nn.Module:
             linear.weight.copy_(module.dequantized_weight(torch.float32))
             if module.bias is not None:
                 linear.bias.copy_(module.bias)
-        parent_name, _, child = name.rpartition(".")
-        setattr(dense.get_submodule(parent_name) if parent_name else dense, child, linear)
+        dense.set_submodule(name, linear)
     return dense
 
 

@@ -7,7 +7,6 @@ atomically) under a key of all of these, and measured again when any of them cha
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from minituner.data.verb_prompts import verb_prompts
 from minituner.generation.verb_task import generation_accuracy, verb_completions
 from minituner.reports.merge_fidelity import base_copy, merge_fidelity
 from minituner.store.artifacts import sha256_file, write_json_atomic
+from minituner.store.keys import content_key
 from minituner.store.provenance import source_digest
 
 CACHE_NAME = "preview_measurements.json"
@@ -33,10 +33,16 @@ def reference_measurements(
     Returns:
         ``{"merging": ..., "writes": ...}`` and whether it came from the cache.
     """
-    key = hashlib.sha256(json.dumps([
-        base.weights_sha256, sha256_file(reference_dir / "adapter_model.safetensors"), cfg.preview.quant,
-        OmegaConf.to_yaml(cfg.data), cfg.preview.batch_size, source_digest(),
-    ]).encode()).hexdigest()  # fmt: skip
+    key = content_key(
+        {
+            "base": base.weights_sha256,
+            "adapter": sha256_file(reference_dir / "adapter_model.safetensors"),
+            "quant": cfg.preview.quant,
+            "data": OmegaConf.to_container(cfg.data, resolve=True),
+            "batch_size": cfg.preview.batch_size,
+            "sources": source_digest(),
+        }
+    )
     cache = reference_dir.parent / CACHE_NAME
     if cache.is_file():
         stored = json.loads(cache.read_text())
@@ -74,7 +80,9 @@ def what_the_model_writes(cfg: DictConfig, models: dict[str, nn.Module], logprob
     result = {"prompts": len(prompts), "models": {}, "showcase": {}}
     for label, model in models.items():
         completions = verb_completions(model, prompts)
-        result["models"][label] = {"generation_acc": generation_accuracy(completions),
-                                   "logprob_acc": logprob_acc[label]}  # fmt: skip
+        result["models"][label] = {
+            "generation_acc": generation_accuracy(completions),
+            "logprob_acc": logprob_acc[label],
+        }
         result["showcase"][label] = verb_completions(model, showcase)
     return result

@@ -16,9 +16,38 @@ from dataclasses import dataclass
 
 SEED_KEYS = ("seed", "base.seed")
 # two-sided 95% quantiles of Student's t, by degrees of freedom (n - 1)
-T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-         2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-         2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+T_975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 
 
 def t_quantile_975(degrees_of_freedom: int) -> float:
@@ -132,8 +161,15 @@ def groups_markdown(groups: list[SeedGroup]) -> str:
         task = next((t for t in ("label_acc", "irregular_acc") if t in stats), None)
         drift = stats.get("regular_ppl_drift")
         goals = {True: "met", False: "missed"}.get(worst_seed_meets(finished), "-")
-        cells = [label, str(len(finished)), _spread(stats.get(task)), f"{100 * stats[task].min:.1f}%" if task else "-",
-                 _spread(drift, digits=2), f"{100 * drift.max:.2f}%" if drift else "-", goals]  # fmt: skip
+        cells = [
+            label,
+            str(len(finished)),
+            _spread(stats.get(task)),
+            f"{100 * stats[task].min:.1f}%" if task else "-",
+            _spread(drift, digits=2),
+            f"{100 * drift.max:.2f}%" if drift else "-",
+            goals,
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -145,8 +181,10 @@ def group_findings(groups: list[SeedGroup], goal_gain_points: float, goal_max_dr
         return ["No job has finished yet."]
     task = "label_acc" if "label_acc" in scored[0][2] else "irregular_acc"
     label, _, stats = max(scored, key=lambda g: g[2][task].mean)
-    lines = [f"Highest mean task accuracy: {label} ({100 * stats[task].mean:.1f}% over {stats[task].n} seed(s), "
-             f"worst seed {100 * stats[task].min:.1f}%)."]  # fmt: skip
+    lines = [
+        f"Highest mean task accuracy: {label} ({100 * stats[task].mean:.1f}% over {stats[task].n} seed(s), "
+        f"worst seed {100 * stats[task].min:.1f}%)."
+    ]
     goals = f"(gain >= {goal_gain_points:.0f} points, drift <= {goal_max_drift:.0%})"
     meeting = [(label, rows) for label, rows, _ in scored if worst_seed_meets(rows)]
     if meeting:

@@ -1,31 +1,21 @@
 """The report of a Hydra multirun: one row per job in ``sweep.csv``, ``REPORT.md`` and ``sweep.png``.
 
-``SweepReport`` is a Hydra callback (``conf/hydra/default.yaml``): it rewrites the report in the
-sweep directory after every job, so a sweep that dies half-way still leaves the rows of the jobs
-that finished, and once more when the sweep ends. ``minituner-sweep-report <sweep dir>`` rebuilds
-it by hand. The swept keys are read from each job's ``.hydra/overrides.yaml`` (the keys whose
-values differ between jobs), the figures from its ``metrics.json``.
+``reports.sweep_callback.SweepReport`` (a Hydra callback) writes it after every job and when the
+sweep ends; ``minituner-sweep-report <sweep dir>`` rebuilds it by hand. The swept keys are read
+from each job's ``.hydra/overrides.yaml`` (the keys whose values differ between jobs), the
+figures from its ``metrics.json``.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
-import logging
-import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from hydra.experimental.callback import Callback
-from hydra.types import RunMode
-from matplotlib.figure import Figure
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from minituner.reports.seed_groups import (
-    SEED_KEYS,
     SeedGroup,
-    Stats,
     group_findings,
     group_jobs,
     group_stats,
@@ -33,13 +23,17 @@ from minituner.reports.seed_groups import (
     groups_markdown,
     seed_keys,
 )
-from minituner.store.artifacts import write_atomic, write_text_atomic
+from minituner.reports.sweep_jobs import (
+    GOAL_GAIN_POINTS,
+    GOAL_MAX_DRIFT,
+    Job,
+    collect_jobs,
+    swept_keys,
+    task_metric,
+)
+from minituner.reports.sweep_plot import plot_sweep
+from minituner.store.artifacts import write_text_atomic
 
-log = logging.getLogger(__name__)
-
-RANK_KEY = "lora.r"
-GOAL_GAIN_POINTS = 10.0  # the phase's goals: task accuracy up >= 10 points ...
-GOAL_MAX_DRIFT = 0.05  # ... with the control perplexity up <= 5%
 # metrics.json keys copied into the CSV, in this order (when any job has them)
 METRIC_KEYS = (
     "base_irregular_acc",
@@ -57,78 +51,6 @@ METRIC_KEYS = (
     "train_steps",
     "train_seconds",
 )
-
-
-def task_metric(metrics: dict) -> str:
-    """The accuracy a job is judged by: ``label_acc`` for instruction labels, else the verb task's."""
-    return "label_acc" if "label_acc" in metrics else "irregular_acc"
-
-
-@dataclass
-class Job:
-    """One job of the sweep: where it ran, how it ended, what it was given and what it measured."""
-
-    num: int
-    directory: Path  # relative to the sweep directory
-    status: str  # completed | failed | running | no result
-    adapts: bool  # the regime trains LoRA adapters (rank settings apply)
-    overrides: dict[str, str] = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)
-
-    def value(self, key: str) -> str:
-        """The job's override of ``key`` ("-" where it has none or the key does not apply)."""
-        if key.startswith("lora.") and not self.adapts:
-            return "-"
-        return self.overrides.get(key, "-")
-
-
-def parse_overrides(lines: list[str]) -> dict[str, str]:
-    """``key=value`` overrides as a dict, without Hydra's ``+``/``~`` prefixes and ``hydra.``/``paths.`` keys."""
-    parsed = {}
-    for line in lines:
-        key, _, value = line.partition("=")
-        key = key.lstrip("+~")
-        if not key.startswith(("hydra.", "paths.")):
-            parsed[key] = value
-    return parsed
-
-
-def collect_jobs(sweep_dir: Path) -> list[Job]:
-    """Every job directory under ``sweep_dir`` (found by its ``.hydra/overrides.yaml``), by job number."""
-    jobs = []
-    for overrides_file in sweep_dir.rglob("overrides.yaml"):
-        hydra_dir = overrides_file.parent
-        if hydra_dir.name != ".hydra" or not (hydra_dir / "config.yaml").is_file():
-            continue
-        directory = hydra_dir.parent
-        num = OmegaConf.select(OmegaConf.load(hydra_dir / "hydra.yaml"), "hydra.job.num", default=len(jobs))
-        config = OmegaConf.load(hydra_dir / "config.yaml")
-        metrics = _read_json(directory / "metrics.json")
-        status = "completed" if metrics else _read_json(directory / "manifest.json").get("status", "no result")
-        jobs.append(
-            Job(
-                num=int(num),
-                directory=directory.relative_to(sweep_dir),
-                status=status,
-                adapts=OmegaConf.select(config, "regime.trainable") == "lora",
-                overrides=parse_overrides(list(OmegaConf.load(overrides_file))),
-                metrics=metrics,
-            )
-        )
-    return sorted(jobs, key=lambda j: j.num)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):  # a job still running or killed mid-way
-        return {}
-
-
-def swept_keys(jobs: list[Job]) -> list[str]:
-    """Override keys whose values differ between jobs, in the order they first appear."""
-    keys = list(dict.fromkeys(k for job in jobs for k in job.overrides))
-    return [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
 
 
 def derived(metrics: dict) -> dict:
@@ -186,8 +108,16 @@ def markdown_table(jobs: list[Job]) -> str:
             f"{m['trainable_params']:,} ({_pct(d['trainable_fraction'], 2)})" if "trainable_fraction" in d else "-"
         )
         goals = {True: "met", False: "missed"}.get(d.get("meets_goals"), "-")
-        cells = [str(job.num), job.status, *(job.value(k) for k in keys), accuracy, gain,
-                 _pct(m.get("regular_ppl_drift"), 2), trainable, goals]  # fmt: skip
+        cells = [
+            str(job.num),
+            job.status,
+            *(job.value(k) for k in keys),
+            accuracy,
+            gain,
+            _pct(m.get("regular_ppl_drift"), 2),
+            trainable,
+            goals,
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -222,89 +152,6 @@ def findings(jobs: list[Job]) -> list[str]:
 def _unfinished(jobs: list[Job]) -> list[str]:
     unfinished = [str(j.num) for j in jobs if j.status != "completed"]
     return [f"Jobs without a result: {', '.join(unfinished)}."] if unfinished else []
-
-
-def plot_sweep(jobs: list[Job], path: Path) -> None:
-    """Task accuracy, control drift and trainable parameters, against rank when rank is swept.
-
-    Jobs that differ only in their seeds are drawn as one mean with a standard-deviation error
-    bar, each seed as a point beside it.
-    """
-    done = [j for j in jobs if task_metric(j.metrics) in j.metrics]
-    keys = swept_keys(jobs)
-    panels = [
-        ("task accuracy (%)", lambda m: 100 * m[task_metric(m)]),
-        ("control ppl drift (%)", lambda m: 100 * m["regular_ppl_drift"] if "regular_ppl_drift" in m else None),
-        ("trainable parameters", lambda m: m["trainable_params"]),
-    ]
-    figure = Figure(figsize=(13, 4))
-    all_axes = figure.subplots(1, 3)
-    for axes, (title, value) in zip(all_axes, panels, strict=True):
-        if RANK_KEY in keys:
-            _plot_against_rank(axes, done, [k for k in keys if k not in (RANK_KEY, *SEED_KEYS)], value)
-        else:
-            _plot_groups(axes, done, keys, value)
-        axes.set_title(title)
-    bases = [j.metrics[f"base_{task_metric(j.metrics)}"] for j in done if f"base_{task_metric(j.metrics)}" in j.metrics]
-    if bases and len(set(bases)) == 1:  # every job of a sweep over one base starts from the same accuracy
-        all_axes[0].axhline(100 * bases[0], linestyle=":", color="black", label="base")
-    all_axes[1].axhline(100 * GOAL_MAX_DRIFT, linestyle=":", color="red", label="goal (max)")
-    all_axes[2].set_yscale("log")
-    for axes in all_axes:
-        if axes.get_legend_handles_labels()[0]:
-            axes.legend(fontsize="small")
-    figure.tight_layout()
-    write_atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
-
-
-def _mean_and_sd(values: list[float]) -> tuple[float, float]:
-    stats = Stats.of(values)
-    return stats.mean, stats.sd or 0.0
-
-
-def _plot_groups(axes, jobs: list[Job], keys: list[str], value) -> None:
-    """One bar per group (its mean; an error bar of one sd over seeds), each job as a point."""
-    groups = group_jobs(jobs, keys)
-    for x, members in enumerate(groups.values()):
-        values = [v for v in (value(j.metrics) for j in members) if v is not None]
-        if not values:
-            continue
-        mean, sd = _mean_and_sd(values)
-        axes.bar(x, mean, color="tab:blue", alpha=0.6, yerr=sd if len(values) > 1 else None, capsize=4)
-        if len(values) > 1:
-            axes.plot([x] * len(values), values, "k.", alpha=0.7)
-    axes.set_xticks(range(len(groups)), list(groups))
-    axes.tick_params(axis="x", labelrotation=30)
-
-
-def _plot_against_rank(axes, jobs: list[Job], series_keys: list[str], value) -> None:
-    """One line per combination of the other swept keys; jobs without adapters as flat lines.
-
-    Seeds of one rank: their mean with an sd error bar, each seed as a point.
-    """
-    groups: dict[str, list[Job]] = {}
-    for job in jobs:
-        groups.setdefault(", ".join(f"{k}={job.value(k)}" for k in series_keys) or "LoRA", []).append(job)
-    ranks = set()
-    for name, members in groups.items():
-        by_rank: dict[int, list[float]] = {}
-        for job in (j for j in members if j.adapts and value(j.metrics) is not None):
-            by_rank.setdefault(int(job.value(RANK_KEY)), []).append(value(job.metrics))
-        if by_rank:
-            xs = sorted(by_rank)
-            means, sds = zip(*(_mean_and_sd(by_rank[r]) for r in xs), strict=True)
-            seeded = any(len(v) > 1 for v in by_rank.values())
-            line = axes.errorbar(xs, means, yerr=sds if seeded else None, marker="o", capsize=3, label=name)
-            if seeded:
-                points = [(r, v) for r in xs for v in by_rank[r]]
-                axes.plot(*zip(*points, strict=True), ".", color=line.lines[0].get_color(), alpha=0.5)
-            ranks.update(xs)
-        flat = [value(j.metrics) for j in members if not j.adapts and value(j.metrics) is not None]
-        if flat:
-            axes.axhline(statistics.fmean(flat), linestyle="--", color="grey", label=f"{name} (no adapters)")
-    axes.set_xscale("log", base=2)
-    axes.set_xticks(sorted(ranks), [str(r) for r in sorted(ranks)])
-    axes.set_xlabel("LoRA rank r")
 
 
 def seed_groups(jobs: list[Job]) -> list[SeedGroup]:
@@ -374,19 +221,3 @@ def write_sweep_report(sweep_dir: Path) -> list[Job]:
     plot_sweep(jobs, sweep_dir / "sweep.png")
     write_text_atomic(sweep_dir / "REPORT.md", report_text(sweep_dir, jobs))
     return jobs
-
-
-class SweepReport(Callback):
-    """Hydra callback: refresh the sweep report after each job of a multirun and when it ends."""
-
-    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
-        if config.hydra.mode != RunMode.MULTIRUN:
-            return
-        try:
-            write_sweep_report(Path(config.hydra.sweep.dir))
-        except Exception:  # the job itself finished; the final report is written at sweep end
-            log.exception("could not refresh the sweep report")
-
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        jobs = write_sweep_report(Path(config.hydra.sweep.dir))
-        log.info("sweep report of %d job(s): %s", len(jobs), Path(config.hydra.sweep.dir) / "REPORT.md")

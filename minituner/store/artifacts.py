@@ -183,6 +183,37 @@ def readable_directory(directory: Path) -> Path:
     return previous if not directory.exists() and previous.exists() else directory
 
 
+def open_artifact(
+    directory: Path, label: str, files: tuple[str, ...], metadata_file: str, error: type[Exception]
+) -> tuple[Path, dict]:
+    """Check that an artifact directory holds its files and read its JSON metadata object.
+
+    Args:
+        directory: The artifact (its previous complete version is used after a killed swap).
+        label: What it is, for messages (``adapter``, ``checkpoint``, ``base checkpoint``).
+        files: The names it must hold.
+        metadata_file: The one of ``files`` that holds its JSON object.
+        error: The exception to raise; every message names the directory or file and what is wrong.
+
+    Returns:
+        The directory read from and the parsed metadata.
+    """
+    directory = readable_directory(directory)
+    if not directory.is_dir():
+        raise error(f"{label} {directory} does not exist or is not a directory")
+    for name in files:
+        if not (directory / name).is_file():
+            raise error(f"{label} {directory} has no {name}")
+    path = directory / metadata_file
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as reason:
+        raise error(f"{path} is not valid JSON: {reason}") from reason
+    if not isinstance(content, dict):
+        raise error(f"{path} must hold a JSON object, found {type(content).__name__}")
+    return directory, content
+
+
 def _fsync_directory(directory: Path) -> None:
     # Makes the rename itself durable; not every platform lets a directory be opened.
     with contextlib.suppress(OSError):

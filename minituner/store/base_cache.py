@@ -8,7 +8,6 @@ settings, the pre-training recipe, the seed and the trainer limits that cut trai
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +17,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
 from minituner.model.minigpt import MiniGPT, MiniGPTConfig
+from minituner.model.state_fit import fit_problems
 from minituner.model.tokenizer import ByteTokenizer
 from minituner.store.artifacts import (
     exclusive_lock,
-    readable_directory,
+    open_artifact,
     sha256_file,
     write_directory_atomic,
     write_json_atomic,
@@ -56,8 +56,14 @@ class BaseIdentity:
 
     def key(self) -> str:
         """12-hex-digit cache key."""
-        material = {"format_version": BASE_FORMAT_VERSION, "model": self.model.to_dict(), "corpus": self.corpus,
-                    "recipe": self.recipe, "seed": self.seed, "trainer": self.trainer}  # fmt: skip
+        material = {
+            "format_version": BASE_FORMAT_VERSION,
+            "model": self.model.to_dict(),
+            "corpus": self.corpus,
+            "recipe": self.recipe,
+            "seed": self.seed,
+            "trainer": self.trainer,
+        }
         return content_key(material)
 
 
@@ -124,16 +130,6 @@ class BaseCheckpointError(ValueError):
     """A base (or fine-tuned / merged model) directory that cannot be used; the message names the file and why."""
 
 
-def _read_json_object(path: Path) -> dict:
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BaseCheckpointError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(content, dict):
-        raise BaseCheckpointError(f"{path} must hold a JSON object, found {type(content).__name__}")
-    return content
-
-
 def _stored_config(directory: Path, metadata: dict) -> MiniGPTConfig:
     problems = MiniGPTConfig.problems(metadata.get("model"), prefix="model.")
     if problems:
@@ -154,16 +150,12 @@ def _check_weight_shapes(directory: Path, config: MiniGPTConfig) -> None:
             stored = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as error:
         raise BaseCheckpointError(f"{directory / WEIGHTS_FILE} is not a valid weights file: {error}") from error
-    missing = expected.keys() - stored.keys()
-    if len(missing & _TIED_WEIGHTS) == 1:  # the tied tensor under its other name
-        missing -= _TIED_WEIGHTS
-    unexpected = stored.keys() - expected.keys()
-    wrong = [f"{k}: {stored[k]} vs {expected[k]}" for k in sorted(stored.keys() & expected.keys())
-             if stored[k] != expected[k]]  # fmt: skip
-    if missing or unexpected or wrong:
+    if len((expected.keys() - stored.keys()) & _TIED_WEIGHTS) == 1:  # the tied tensor under its other name
+        expected = {k: v for k, v in expected.items() if k not in _TIED_WEIGHTS or k in stored}
+    problems = fit_problems(expected, stored)
+    if problems:
         raise BaseCheckpointError(
-            f"{directory / WEIGHTS_FILE} does not fit the model in {CONFIG_FILE}: missing {sorted(missing) or 'none'}; "
-            f"unexpected {sorted(unexpected) or 'none'}; wrong shapes (file vs model) {wrong or 'none'}"
+            f"{directory / WEIGHTS_FILE} does not fit the model in {CONFIG_FILE}: " + "; ".join(problems)
         )
 
 
@@ -179,13 +171,9 @@ def load_base(directory: Path, expected: MiniGPTConfig | None = None) -> LoadedB
             (each differing key listed), a weights file that does not match the hash recorded
             or the model's tensors.
     """
-    directory = readable_directory(directory)
-    if not directory.is_dir():
-        raise BaseCheckpointError(f"base checkpoint {directory} does not exist or is not a directory")
-    for name in (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE):
-        if not (directory / name).is_file():
-            raise BaseCheckpointError(f"base checkpoint {directory} has no {name}")
-    metadata = _read_json_object(directory / CONFIG_FILE)
+    directory, metadata = open_artifact(
+        directory, "base checkpoint", (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE), CONFIG_FILE, BaseCheckpointError
+    )
     stored = _stored_config(directory, metadata)
     if expected is not None and stored != expected:
         diffs = [

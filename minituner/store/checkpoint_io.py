@@ -23,7 +23,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from minituner.store.artifacts import readable_directory, sha256_file, write_directory_atomic, write_text_atomic
+from minituner.store.artifacts import (
+    open_artifact,
+    readable_directory,
+    sha256_file,
+    write_directory_atomic,
+    write_text_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,19 +101,10 @@ def read_state(directory: Path) -> dict:
         CheckpointError: Naming the directory when a file is missing, unreadable, of another
             format, or when the tensors file does not match the hash recorded beside it.
     """
-    directory = readable_directory(directory)
-    state_path, tensors_path = directory / STATE_FILE, directory / TENSORS_FILE
-    for path in (state_path, tensors_path):
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {directory}: {path.name} is missing")
-    try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"checkpoint {directory}: {STATE_FILE} is not valid JSON ({error})") from error
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"checkpoint {directory}: format {found!r} is not {FORMAT!r}")
-    if sha256_file(tensors_path) != state.get("tensors_sha256"):
+    directory, state = open_artifact(directory, "checkpoint", (STATE_FILE, TENSORS_FILE), STATE_FILE, CheckpointError)
+    if state.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {directory}: format {state.get('format')!r} is not {FORMAT!r}")
+    if sha256_file(directory / TENSORS_FILE) != state.get("tensors_sha256"):
         raise CheckpointError(
             f"checkpoint {directory}: {TENSORS_FILE} does not match the SHA-256 recorded in {STATE_FILE} "
             "(torn or corrupt)"

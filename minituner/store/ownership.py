@@ -5,7 +5,7 @@ a training checkpoint) carries a marker, ``.minituner-artifact.json``, that name
 the files minituner wrote into it. A writer replaces an existing directory only when it is
 minituner's artifact of the same kind and holds nothing else; anything else is refused before
 any work, with an :class:`OwnershipError` that names the path, what was found there and what
-to do. Directories written before markers existed are recognised by their exact file set.
+to do. A directory without a marker is recognised by its exact file set, fixed by the kind's format.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ KINDS = {
     "adapter": "a LoRA adapter",
     "checkpoint": "a training checkpoint",
 }
-# What each kind held before markers existed (the writers' file names, fixed by their formats).
+# The exact file set of each kind without a marker (the writers' file names, fixed by their formats).
 _BASE_FORMAT_FILES = frozenset({"model.safetensors", "config.json", "tokenizer.json"})
-_LEGACY_FILE_SETS = {
+_UNMARKED_FILE_SETS = {
     frozenset({"adapter_config.json", "adapter_model.safetensors"}): "adapter",
     frozenset({"state.json", "tensors.safetensors"}): "checkpoint",
 }
@@ -53,9 +53,9 @@ def _read_marker(directory: Path) -> dict | None:
     return content if ok else None
 
 
-def _legacy_kind(directory: Path, names: set[str]) -> str | None:
-    if frozenset(names) in _LEGACY_FILE_SETS:
-        return _LEGACY_FILE_SETS[frozenset(names)]
+def _kind_by_file_set(directory: Path, names: set[str]) -> str | None:
+    if frozenset(names) in _UNMARKED_FILE_SETS:
+        return _UNMARKED_FILE_SETS[frozenset(names)]
     if names != _BASE_FORMAT_FILES:
         return None
     try:
@@ -76,7 +76,7 @@ def owned_files(directory: Path) -> tuple[str | None, set[str]]:
     content = _read_marker(directory)
     if content is not None:
         return content["kind"], set(content["files"]) | {MARKER_FILE}
-    kind = _legacy_kind(directory, names)
+    kind = _kind_by_file_set(directory, names)
     return kind, (names if kind else set())
 
 

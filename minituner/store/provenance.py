@@ -85,9 +85,18 @@ def cpu_numerics() -> dict:
         "blas": _config_value("BLAS_INFO"),
         "lapack": _config_value("LAPACK_INFO"),
         "onednn": _onednn_version(),
-        "env": {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                          "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA") if k in os.environ},
-    }  # fmt: skip
+        "env": {
+            k: os.environ[k]
+            for k in (
+                "ATEN_CPU_CAPABILITY",
+                "OMP_NUM_THREADS",
+                "MKL_NUM_THREADS",
+                "ONEDNN_MAX_CPU_ISA",
+                "DNNL_MAX_CPU_ISA",
+            )
+            if k in os.environ
+        },
+    }
 
 
 def _cpu_flags() -> set[str]:

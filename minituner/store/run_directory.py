@@ -67,8 +67,10 @@ def describe_holder(holder: dict) -> str:
 
 def busy_message(run_dir: Path, holder: dict) -> str:
     """The error a second process on ``run_dir`` gets."""
-    return (f"{run_dir} is in use by another minituner process: {describe_holder(holder)}. One process per run "
-            "directory: wait for it to end (or stop it), or use another directory")  # fmt: skip
+    return (
+        f"{run_dir} is in use by another minituner process: {describe_holder(holder)}. One process per run "
+        "directory: wait for it to end (or stop it), or use another directory"
+    )
 
 
 @contextlib.contextmanager
@@ -88,8 +90,9 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             raise RunDirectoryBusy(busy_message(run_dir, _read_holder(fd))) from None
         stale = _read_holder(fd)
         if stale:  # a holder that ended cleanly empties the file: this one died holding it
-            log.warning("taking over the lock of %s left by %s, which is no longer running", run_dir,
-                        describe_holder(stale))  # fmt: skip
+            log.warning(
+                "taking over the lock of %s left by %s, which is no longer running", run_dir, describe_holder(stale)
+            )
         holder = {
             "pid": os.getpid(),
             "host": socket.gethostname(),

@@ -10,8 +10,6 @@ names, is computed and written anew.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from minituner.store.artifacts import write_atomic
+from minituner.store.keys import content_key
 from minituner.store.provenance import source_digest
 
 log = logging.getLogger(__name__)
@@ -28,8 +27,8 @@ log = logging.getLogger(__name__)
 
 def cache_path(directory: Path, name: str, inputs: dict) -> Path:
     """Where the tensors computed from ``inputs`` (JSON-serialisable) are kept under ``directory``."""
-    described = json.dumps(inputs | {"torch": torch.__version__, "sources": source_digest()}, sort_keys=True)
-    return Path(directory) / f"{name}-{hashlib.sha256(described.encode()).hexdigest()[:16]}.safetensors"
+    key = content_key(inputs | {"torch": torch.__version__, "sources": source_digest()}, length=16)
+    return Path(directory) / f"{name}-{key}.safetensors"
 
 
 def cached_tensors(

@@ -14,7 +14,15 @@ def evaluate_on_test_split(model: nn.Module, datamodule: L.LightningDataModule) 
     Returns:
         The ``test/*`` metrics without their prefix (``irregular_acc``, ``regular_ppl``, ``ppl``, ``loss``).
     """
-    trainer = L.Trainer(accelerator="cpu", devices=1, precision="32-true", logger=False, inference_mode=False,
-                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision="32-true",
+        logger=False,
+        inference_mode=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     trainer.test(MiniGPTModule(model, optimizer=None), datamodule=datamodule, verbose=False)
     return {k.removeprefix("test/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}

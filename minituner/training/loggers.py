@@ -23,5 +23,6 @@ def local_mlflow_logger(
         log_model: Let Lightning log checkpoints as MLflow artifacts.
     """
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    return MLFlowLogger(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri,
-                        log_model=log_model)  # fmt: skip
+    return MLFlowLogger(
+        experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri, log_model=log_model
+    )

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from minituner.model.state_fit import fit_problems
 from minituner.store.checkpoint_io import CheckpointError
 from minituner.training.metrics import CHOICE_METRICS, candidate_preferences, evaluation_metrics
 from minituner.training.replay import ReplaySet
@@ -89,14 +90,7 @@ class MiniGPTModule(L.LightningModule):
         saved = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
         if not isinstance(saved, dict) or not all(isinstance(v, torch.Tensor) for v in saved.values()):
             raise CheckpointError(f"the checkpoint's state_dict must map names to tensors, found {saved!r:.80}")
-        expected = self.trainable_names()
-        problems = [f"missing {k}" for k in sorted(expected.keys() - saved.keys())]
-        problems += [f"unexpected {k}" for k in sorted(saved.keys() - expected.keys())]
-        problems += [
-            f"{k} has shape {list(saved[k].shape)}, this model's is {list(expected[k])}"
-            for k in sorted(expected.keys() & saved.keys())
-            if saved[k].shape != expected[k]
-        ]
+        problems = fit_problems(self.trainable_names(), {k: v.shape for k, v in saved.items()})
         if problems:
             raise CheckpointError("the checkpoint's trainable weights do not fit this model: " + "; ".join(problems))
         # Lightning loads the whole state dict strictly: the frozen tensors come from the model itself.

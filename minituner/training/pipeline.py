@@ -288,12 +288,17 @@ def _replay_set(cfg: DictConfig, model: MiniGPT, base: LoadedBase | None, datamo
     started = time.perf_counter()
     # The set never depends on the run's length: the first steps of a short and a long run are the same.
     prompts = datamodule.replay_prompts()
-    settings = {"sentences": replay.sentences, "temperature": replay.temperature, "max_len": replay.max_len,
-                "seed": cfg.seed}  # fmt: skip
+    settings = {
+        "sentences": replay.sentences,
+        "temperature": replay.temperature,
+        "max_len": replay.max_len,
+        "seed": cfg.seed,
+    }
 
     def write() -> dict:
-        written = build_replay_set(model, prompts, cfg.model.block_size, weight=replay.weight,
-                                   batch_size=replay.batch_size, **settings)  # fmt: skip
+        written = build_replay_set(
+            model, prompts, cfg.model.block_size, weight=replay.weight, batch_size=replay.batch_size, **settings
+        )
         return {"inputs": written.inputs, "targets": written.targets}
 
     where = ""
@@ -304,8 +309,13 @@ def _replay_set(cfg: DictConfig, model: MiniGPT, base: LoadedBase | None, datamo
         rows, path, cached = cached_tensors(Path(cfg.paths.outputs_dir) / "replay", "replay", inputs | settings, write)
         where = f" ({'read from' if cached else 'kept in'} {path})"
     replay_set = ReplaySet(rows["inputs"], rows["targets"], replay.weight, replay.batch_size, cfg.seed)
-    log.info("self-replay: the base wrote %d sentences%s in %.1f s, e.g. %s", len(replay_set.inputs), where,
-             time.perf_counter() - started, replay_set.texts(datamodule.tokenizer)[:3])  # fmt: skip
+    log.info(
+        "self-replay: the base wrote %d sentences%s in %.1f s, e.g. %s",
+        len(replay_set.inputs),
+        where,
+        time.perf_counter() - started,
+        replay_set.texts(datamodule.tokenizer)[:3],
+    )
     return replay_set
 
 

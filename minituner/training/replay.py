@@ -42,8 +42,9 @@ def complete(
             continue
         rows = [i for i, e in enumerate(encoded) if len(e) == length]
         settings = SamplingSettings(max_new_tokens=max_len - length, temperature=temperature)
-        for row, result in zip(rows, generate_batch(model, [encoded[i] for i in rows], settings, generator),
-                               strict=True):  # fmt: skip
+        for row, result in zip(
+            rows, generate_batch(model, [encoded[i] for i in rows], settings, generator), strict=True
+        ):
             sequences[row] = result.prompt_ids + result.tokens
     return sequences
 

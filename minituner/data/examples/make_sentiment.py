@@ -53,9 +53,17 @@ PHRASES = {
     ),
 }
 PRODUCTS = (
-    "Blender", "Headphones", "Desk lamp", "Backpack", "Coffee maker",
-    "Phone case", "Keyboard", "Water bottle", "Toaster", "Umbrella",
-)  # fmt: skip
+    "Blender",
+    "Headphones",
+    "Desk lamp",
+    "Backpack",
+    "Coffee maker",
+    "Phone case",
+    "Keyboard",
+    "Water bottle",
+    "Toaster",
+    "Umbrella",
+)
 SHUFFLE_SEED = 42
 DEFAULT_PATH = EXAMPLES_DIR / "sentiment.jsonl"
 
