@@ -1,4 +1,4 @@
-"""Shared fixtures (helpers live in ``helpers.py``): the real Hydra config with outputs in a temp directory."""
+"""Shared fixtures (helpers live in ``tests/helpers``): the real Hydra config with outputs in a temp directory."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest  # noqa: E402
-from helpers import QUICK, compose_config, start_train  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from minituner.store.artifacts import exclusive_lock  # noqa: E402
+from tests.helpers import QUICK, compose_config, start_train  # noqa: E402
 
 
 @pytest.fixture
