@@ -168,8 +168,9 @@ def _run(cfg: DictConfig, callbacks: list, run: RunContext, checkpoint: Path | N
     datamodule = instantiate(cfg.data)
     module = lightning_module(cfg, model, base, datamodule)
     trainer = run.trainer = build_trainer(cfg, callbacks)
+    evaluator = Evaluator(trainer, module, datamodule)
     metrics: dict = {"regime": cfg.regime.name, "seed": cfg.seed}
-    metrics |= prepare_frozen_base(cfg, model, base, Evaluator(trainer, module, datamodule))
+    metrics |= prepare_frozen_base(cfg, model, base, evaluator)
     notify(callbacks, "on_model_ready", run)
     metrics |= fit(trainer, module, datamodule, checkpoint, callbacks)
     if base is None and "stopped_by_signal" in metrics:  # a half-trained base must not enter the cache
@@ -178,7 +179,7 @@ def _run(cfg: DictConfig, callbacks: list, run: RunContext, checkpoint: Path | N
             f"pretraining stopped by {metrics['stopped_by_signal']} at step {trainer.global_step}: "
             "the base is not cached; run again to build it",
         )
-    metrics |= Evaluator(trainer, module, datamodule).test()
+    metrics |= evaluator.test()
     metrics |= parameter_counts(model)
     if trainer.world_size > 1:
         metrics["trainable_sha256_per_rank"] = rank_digests(trainer, model)

@@ -239,7 +239,7 @@ def test_instruction_prompts_use_the_alpaca_template_under_data_jsonl(tiny_run, 
         (["prompt=a", "merged=true"], "merged=true needs adapter"),
         (["prompt=[a,3]"], "was read as int"),
         (["instruction=Classify"], "add data=jsonl"),
-        (["prompt=a", "adapter=/nonexistent"], "has no adapter_config.json"),
+        (["prompt=a", "adapter=/nonexistent"], "/nonexistent does not exist or is not a directory"),
         (["prompt=a", "+top=3"], "top (3) is not a known key"),
     ],
 )
