@@ -179,6 +179,13 @@ def test_no_library_module_imports_an_app_and_apps_import_no_other_app():
         assert not others, (path, others)
 
 
+def test_no_function_is_over_60_lines():
+    for path in [*PACKAGE.rglob("*.py"), *CALLBACKS.glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                assert node.end_lineno - node.lineno < 60, f"{path}:{node.lineno} {node.name}"
+
+
 def test_no_module_is_over_400_lines():
     for path in [*PACKAGE.rglob("*.py"), *CALLBACKS.glob("*.py")]:
         assert len(path.read_text().splitlines()) <= 400, path
