@@ -7,6 +7,7 @@ fast anything runs. The ``--device cuda`` path runs the same code with CUDA read
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -20,6 +21,8 @@ import quant_throughput  # noqa: E402
 import scaling  # noqa: E402
 import train_throughput  # noqa: E402
 from device import CPU, device_named  # noqa: E402
+
+from minituner.model.minigpt import MiniGPT, MiniGPTConfig  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -119,3 +122,27 @@ def test_scaling_measures_memory_the_calculator_can_explain(tmp_path, monkeypatc
     assert result["fits"]["seq_lengths"]["lora"]["step_time"] is not None
     scaling.draw(result, tmp_path / "scaling.png")
     assert (tmp_path / "scaling.png").stat().st_size > 10_000
+
+
+def test_a_result_file_names_the_machine_commit_and_date_beside_its_json(tmp_path):
+    import result_files
+
+    json_path, md_path = result_files.write_results(
+        "demo", {"x": 1}, "A demo", result_files.markdown_table(["a", "b"], [[1, 2]]), directory=tmp_path
+    )
+    where = json.loads(json_path.read_text())["measured_on"]
+    assert where["cores"] and where["torch"] == torch.__version__ and where["cpu_capability"] and where["date"]
+    page = md_path.read_text()
+    assert page.startswith("# A demo\n") and f"torch {torch.__version__}" in page and where["commit"] in page
+    assert "| a | b |\n|---|---|\n| 1 | 2 |" in page
+
+
+def test_nf4_width_measures_part_b_of_a_bare_base():
+    import nf4_width
+
+    torch.manual_seed(0)
+    model = MiniGPT(MiniGPTConfig(n_layer=1, n_head=2, d_model=64, d_ff=128))
+    batch = (torch.randint(0, 256, (2, 16)), torch.ones(2, 16, dtype=torch.bool))
+    errors = nf4_width.nf4_errors(model, batch)
+    assert 0 < errors["relative_logit_error"] < 1 and 0.5 <= errors["top1_agreement"] <= 1
+    assert 0.05 < errors["weight_error"] < 0.2  # NF4 with blocks of 64: about a tenth of each weight's magnitude

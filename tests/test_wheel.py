@@ -1,4 +1,4 @@
-"""A built wheel works from anywhere: configs and examples inside it, callbacks as ``minituner.callbacks``."""
+"""A built wheel works from anywhere: configs, examples, the shipped base inside it; callbacks as a subpackage."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sysconfig
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "minituner" / "shipped"
 NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "outputs", "build", "*.egg-info", "__pycache__", ".*_cache")
 
 
@@ -39,13 +40,17 @@ def test_the_wheel_installs_into_a_fresh_venv_and_trains_outside_the_checkout(tm
     where = run(
         python,
         "-c",
-        "import minituner, minituner.callbacks as c, minituner.config.shipped as s, "
+        "import minituner, minituner.callbacks as c, minituner.config.shipped as s, minituner.store.shipped as b, "
         "minituner.data.examples as e; print(minituner.__file__, c.__file__, s.CONF_DIR, "
-        "e.example_file('sentiment.jsonl'))",
+        "e.example_file('sentiment.jsonl'), b.SHIPPED_DIR)",
         cwd=elsewhere,
     ).stdout.split()
     assert all(path.startswith(str(site)) for path in where), where
     assert Path(where[2], "train.yaml").is_file() and Path(where[3]).is_file()
+    shipped = Path(where[4])  # every shipped file, byte for byte
+    assert sorted(p.relative_to(shipped) for p in shipped.rglob("*") if p.is_file()) == sorted(
+        p.relative_to(SHIPPED) for p in SHIPPED.rglob("*") if p.is_file()
+    )
     done = run(venv / "bin" / "minituner-train", "model=tiny", "trainer.fast_dev_run=true", cwd=elsewhere)
     (run_dir,) = (elsewhere / "outputs" / "runs").iterdir()
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file(), done.stdout[-2000:]

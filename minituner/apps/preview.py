@@ -28,8 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from minituner.apps.runner import RelayedApp, finish_training_runs, start_training_runs, torch_threads, training_runs
-from minituner.config.base_request import base_dir_for
-from minituner.config.identity import without_import_paths
+from minituner.config.base_request import base_dir_for, reference_run_name, shipped_dir
 from minituner.config.nodes import lora_config, model_config
 from minituner.config.shipped import CONF_DIR
 from minituner.lora.layer import lora_layers
@@ -37,13 +36,14 @@ from minituner.memory.footprint import predict
 from minituner.model.minigpt import IGNORE_INDEX, MiniGPTConfig
 from minituner.quant.storage import quantized_storage
 from minituner.reports.merge_fidelity import base_copy, compare_logits, logits_of
+from minituner.reports.parity import parity
 from minituner.reports.preview import report_text
 from minituner.reports.reference_measurements import reference_measurements, what_the_model_writes
 from minituner.reports.run_records import memory_rows, step_losses
 from minituner.store.artifacts import sha256_file, write_json_atomic, write_text_atomic
-from minituner.store.base_cache import LoadedBase, load_base
-from minituner.store.keys import content_key
+from minituner.store.base_cache import CONFIG_FILE, LoadedBase, ensure_base, load_base
 from minituner.store.provenance import git_state, host_info, package_versions
+from minituner.store.shipped import REFERENCE_ADAPTERS, install_shipped_base, install_shipped_reference
 from minituner.training.metrics import relative_drift
 from minituner.training.terminal import quiet_library_notices
 
@@ -70,20 +70,37 @@ class StageClock:
             self.started = None
 
 
-def reference_adapter(cfg: DictConfig, forwarded: list[str]) -> tuple[Path, dict, bool]:
-    """The cached reference LoRA adapter (unquantized base), trained first if missing.
+def prepare_base(cfg: DictConfig) -> str:
+    """Where the preview's base comes from: ``cached``, ``shipped`` (installed now) or ``built``.
+
+    ``built``: the reference adapter's training run pretrains it first (unless that run is cached).
+    """
+    directory = base_dir_for(cfg)
+    if (directory / CONFIG_FILE).is_file():
+        return "cached"
+    installed = []
+    ensure_base(directory, lambda: installed.append(install_shipped_base(shipped_dir(cfg), directory)))
+    return "shipped" if any(installed) else "built"
+
+
+def reference_adapter(cfg: DictConfig, forwarded: list[str]) -> tuple[Path, dict, str]:
+    """The reference LoRA adapter (unquantized base): cached, else the shipped one, else trained now.
+
+    The shipped one is used when its name (the base's key, the LoRA recipe and seed) is this config's.
 
     Returns:
         The adapter directory, the metrics of the run that trained it (base metrics included)
-        and whether it was already cached.
+        and where it came from: ``cached``, ``shipped`` or ``trained``.
     """
-    recipe = without_import_paths(OmegaConf.to_container(cfg.regime, resolve=True))
-    key = content_key({"lora": OmegaConf.to_container(cfg.lora, resolve=True), "regime": recipe, "seed": cfg.seed})
-    run_dir = Path(cfg.paths.outputs_dir) / "reference_adapters" / f"{base_dir_for(cfg).name}-{key}"
-    cached = (run_dir / "metrics.json").is_file()
-    if not cached:
+    run_dir = Path(cfg.paths.outputs_dir) / REFERENCE_ADAPTERS / reference_run_name(cfg)
+    if (run_dir / "metrics.json").is_file():
+        source = "cached"
+    elif install_shipped_reference(shipped_dir(cfg), run_dir, base_dir_for(cfg)):
+        source = "shipped"
+    else:
         training_runs({run_dir: [*forwarded, "regime=lora", "quant=none"]}, cfg.paths.outputs_dir)
-    return run_dir / "adapter", json.loads((run_dir / "metrics.json").read_text()), cached
+        source = "trained"
+    return run_dir / "adapter", json.loads((run_dir / "metrics.json").read_text()), source
 
 
 def fixed_batch(cfg: DictConfig, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,34 +124,23 @@ def scale_savings(cfg: DictConfig) -> dict:
 def adapter_on_two_bases(cfg: DictConfig, base: LoadedBase, reference_dir: Path, batch) -> tuple[dict, torch.Tensor]:
     """A + B: the reference adapter on the half-precision base (model A) and on the NF4 base (model B).
 
-    Model B keeps the rest of its base in the same half precision; the fp32 comparisons are context.
+    Model B keeps the rest of its base in the same half precision (``reports.parity`` says how it
+    is checked); the fp32 comparisons are context.
 
     Returns:
         The figures of A and B, and the NF4 (fp32 compute) model's logits, which part E compares against.
     """
-    inputs, mask = batch
     half, scheme = cfg.preview.half_dtype, cfg.preview.quant
-    model_a, model_b = base_copy(base, "none", half, reference_dir), base_copy(base, scheme, half, reference_dir)
+    model_b = base_copy(base, scheme, half, reference_dir)
     first_adapted = next(iter(lora_layers(model_b)))
-    logits_a = logits_of(model_a, inputs)
-    parity = compare_logits(logits_a, logits_of(model_b, inputs), mask)
-    parity |= {"tolerance": cfg.preview.tolerance, "batch": len(inputs)}
-    parity["within_tolerance"] = parity["relative_diff"] <= cfg.preview.tolerance
-    logits_fp32 = logits_of(base_copy(base, adapter_dir=reference_dir), inputs)
-    logits_nf4 = logits_of(base_copy(base, scheme, adapter_dir=reference_dir), inputs)
-    bare = compare_logits(logits_of(base.model, inputs), logits_of(base_copy(base, scheme), inputs), mask)
-    context = {
-        "fp32 base vs NF4 base (fp32 compute)": compare_logits(logits_fp32, logits_nf4, mask),
-        f"fp32 base vs {half} base": compare_logits(logits_fp32, logits_a, mask),
-        "bare bases, no adapter: fp32 vs NF4": bare,
-    }
+    check, context = parity(base, scheme, half, reference_dir, batch, model_b)
     figures = {
         "composed_module": {"name": first_adapted, "repr": repr(model_b.get_submodule(first_adapted))},
         "quantized_storage": quantized_storage(model_b),
-        "parity": parity,
+        "parity": check,
         "parity_context": context,
     }
-    return figures, logits_nf4
+    return figures, logits_of(base_copy(base, scheme, adapter_dir=reference_dir), batch[0])
 
 
 def training_run_dirs(cfg: DictConfig, run_dir: Path) -> dict[str, Path]:
@@ -206,12 +212,12 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
     Each part announces itself and its time; the training children's progress lines are relayed.
     """
     started, clock = time.perf_counter(), StageClock()
-    base_cached = (base_dir_for(cfg) / "config.json").is_file()
+    base_source = prepare_base(cfg)
     clock.next(
         f"the base ({base_dir_for(cfg)}) and the reference LoRA adapter: pretrained and trained when "
         "missing (a few minutes, once), else loaded from outputs/"
     )
-    reference_dir, reference_metrics, reference_cached = reference_adapter(cfg, forwarded)
+    reference_dir, reference_metrics, reference_source = reference_adapter(cfg, forwarded)
     base = load_base(base_dir_for(cfg), model_config(cfg))
     batch = fixed_batch(cfg, cfg.preview.batch_size)
     clock.next(
@@ -240,8 +246,8 @@ def run_preview(cfg: DictConfig, run_dir: Path, forwarded: list[str]) -> dict:
     clock.finish()
     return {
         "seconds": round(time.perf_counter() - started, 1),
-        "base_cached": base_cached,
-        "reference_cached": reference_cached,
+        "base_source": base_source,
+        "reference_source": reference_source,
         "reference_measurements_cached": measured_cached,
         "base": {"path": str(base.directory), "sha256": base.weights_sha256},
         "reference_adapter": adapter_record(reference_dir),
@@ -272,6 +278,7 @@ def main(cfg: DictConfig) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     forwarded = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(("preview.", "paths."))]
+    forwarded.append(f"paths.shipped_dir={cfg.paths.shipped_dir or 'null'}")  # the training runs use the same
     results = run_preview(cfg, run_dir, forwarded)
     write_json_atomic(run_dir / "preview.json", results)
     write_text_atomic(run_dir / "REPORT.md", report_text(results))

@@ -10,6 +10,7 @@ from minituner.config.identity import without_import_paths
 from minituner.config.nodes import model_config
 from minituner.config.shipped import load_regime
 from minituner.store.base_cache import BaseIdentity, cache_entry
+from minituner.store.keys import content_key
 
 # Trainer settings that change what pre-training produces, so they enter the cache key.
 KEYED_TRAINER_FIELDS = ("max_steps", "max_epochs", "fast_dev_run", "limit_train_batches")
@@ -57,3 +58,16 @@ def base_dir_for(cfg: DictConfig) -> Path:
         return Path(cfg.base.path)
     dev_run = bool(cfg.trainer.get("fast_dev_run"))
     return cache_entry(Path(cfg.paths.base_cache_dir), cfg.model.name, base_identity(cfg), dev_run)
+
+
+def shipped_dir(cfg: DictConfig) -> Path | None:
+    """``paths.shipped_dir``: where the shipped base and reference adapter are (None: never use them)."""
+    value = OmegaConf.select(cfg, "paths.shipped_dir")
+    return Path(str(value)) if value else None
+
+
+def reference_run_name(cfg: DictConfig) -> str:
+    """The preview's reference adapter run: ``<base dir name>-<key of the LoRA recipe and seed>``."""
+    recipe = without_import_paths(OmegaConf.to_container(cfg.regime, resolve=True))
+    key = content_key({"lora": OmegaConf.to_container(cfg.lora, resolve=True), "regime": recipe, "seed": cfg.seed})
+    return f"{base_dir_for(cfg).name}-{key}"

@@ -17,13 +17,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from yaml import YAMLError
 
-from minituner.config.base_request import base_dir_for, trains_base
+from minituner.config.base_request import base_dir_for, shipped_dir, trains_base
 from minituner.config.identity import resumable_config
 from minituner.store.artifacts import readable_directory
 from minituner.store.base_cache import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE
 from minituner.store.ownership import OwnershipError, artifact_kind, check_writable, listing
 from minituner.store.resume import RUN_MARKERS, config_changes, is_run_directory
 from minituner.store.run_directory import HYDRA_FILES, LOCK_FILE
+from minituner.store.shipped import BASES, shipped_entry
 
 BASE_FILES = (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE)
 
@@ -144,6 +145,11 @@ def run_dir_problems(cfg: DictConfig, run_dir: Path) -> list[str]:
     return run_directory_problems(run_dir, cfg)
 
 
+def shipped_base(cfg: DictConfig) -> bool:
+    """Whether the base ``cfg`` needs ships with minituner (installed into the cache when missing)."""
+    return shipped_entry(shipped_dir(cfg), BASES, base_dir_for(cfg).name) is not None
+
+
 def destination_problems(cfg: DictConfig) -> list[str]:
     """Every path problem of ``cfg``: its base, what it writes, its run directory."""
     problems = base_path_problems(cfg)
@@ -151,7 +157,7 @@ def destination_problems(cfg: DictConfig) -> list[str]:
         cached = base_dir_for(cfg)
         if trains_base(cfg):
             problems += writable_problems(cached, "base", "paths.base_cache_dir")
-        elif not cfg.base.build_if_missing and not (cached / CONFIG_FILE).is_file():
+        elif not cfg.base.build_if_missing and not (cached / CONFIG_FILE).is_file() and not shipped_base(cfg):
             problems.append(
                 f"base.build_if_missing=false but no base checkpoint exists at {cached}: run "
                 "`minituner-train regime=pretrain` first, set base.path to a base directory, or allow "

@@ -101,6 +101,24 @@ def encode_weight(weight: torch.Tensor, scheme: str) -> dict[str, torch.Tensor]:
     return {"qweight": codes, "scale": scale}
 
 
+def rounded_weight(weight: torch.Tensor, scheme: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``weight`` as ``scheme`` stores it: encoded, then decoded by the codecs alone (no ``QuantizedLinear``).
+
+    An independent reference for what a quantized layer computes with (the preview's part B).
+    """
+    buffers = encode_weight(weight.detach().float(), scheme)
+    if scheme == "int8":
+        return int8_dequantize(buffers["qweight"], buffers["scale"], dtype)
+    if scheme == "int4":
+        return int4_dequantize(buffers["qweight"], buffers["scale"], weight.shape, dtype)
+    if scheme == "nf4":
+        return nf4_dequantize(buffers["qweight"], buffers["absmax"], weight.shape, dtype)
+    stored = QuantizedScales(
+        codes=buffers["absmax_codes"], code_scale=buffers["absmax_code_scale"], offset=buffers["absmax_offset"]
+    )
+    return nf4_dequantize(buffers["qweight"], dequantize_scales(stored), weight.shape, dtype)
+
+
 class QuantizedLinear(nn.Module):
     """A frozen ``nn.Linear`` held as quantized codes and scales.
 

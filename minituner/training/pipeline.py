@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from minituner.callbacks.graceful_stop import GracefulStop
 from minituner.callbacks.run_hooks import RunContext, RunHooks, is_main_process, notify
-from minituner.config.base_request import base_dir_for, base_identity, base_seed
+from minituner.config.base_request import base_dir_for, base_identity, base_seed, shipped_dir
 from minituner.config.errors import ConfigError
 from minituner.config.identity import resumable_config
 from minituner.config.nodes import lora_config, model_config
@@ -36,6 +36,7 @@ from minituner.store.artifacts import weights_bytes, write_json_atomic
 from minituner.store.base_cache import LoadedBase, ensure_base, load_base, save_base
 from minituner.store.resume import ResumeError, ResumePlan, plan_resume
 from minituner.store.run_directory import run_lock
+from minituner.store.shipped import install_shipped_base
 from minituner.store.tensor_cache import cached_tensors
 from minituner.training.base_build import base_build_config
 from minituner.training.checkpoint_plugin import SafeCheckpointIO
@@ -61,6 +62,9 @@ def interrupted_exit_code(signal_name: str) -> int:
 
 
 def _build_base(cfg: DictConfig) -> None:
+    """Install the shipped base when its key is this config's, else pretrain it."""
+    if install_shipped_base(shipped_dir(cfg), base_dir_for(cfg)):
+        return
     log.info("no base at %s: pretraining it first", base_dir_for(cfg))
     train(base_build_config(cfg))
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from minituner.apps.runner import run_app
+from minituner.apps.ship import preview_config, ship
+from minituner.config.base_request import base_dir_for
 from minituner.store.artifacts import sha256_file
 
 TINY = [
@@ -19,8 +21,10 @@ TINY = [
 ]
 
 
-def run_preview(tmp_path: Path, name: str) -> dict:
-    done = run_app("preview", f"hydra.run.dir={tmp_path}/{name}", f"paths.outputs_dir={tmp_path}/outputs", *TINY)
+def run_preview(tmp_path: Path, name: str, outputs: str = "outputs", *overrides: str) -> dict:
+    done = run_app(
+        "preview", f"hydra.run.dir={tmp_path}/{name}", f"paths.outputs_dir={tmp_path}/{outputs}", *TINY, *overrides
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     # it talks: every part announced with its time, the training children's lines relayed with their names
     parts = [line for line in done.stdout.splitlines() if line.startswith("> ")]
@@ -35,7 +39,8 @@ def run_preview(tmp_path: Path, name: str) -> dict:
 @pytest.mark.slow
 def test_preview_runs_end_to_end_and_caches_base_and_reference(tmp_path):
     cold = run_preview(tmp_path, "cold")
-    assert not cold["base_cached"] and not cold["reference_cached"] and not cold["reference_measurements_cached"]
+    assert (cold["base_source"], cold["reference_source"]) == ("built", "trained")  # nothing ships for this shape
+    assert not cold["reference_measurements_cached"]
     assert "] [" in cold["stdout"] and "no base at" in cold["stdout"]  # relayed: the reference run builds the base
     run_dir = tmp_path / "cold"
     report = (run_dir / "REPORT.md").read_text()
@@ -81,7 +86,7 @@ def test_preview_runs_end_to_end_and_caches_base_and_reference(tmp_path):
     assert not (run_dir / "qlora_run" / "nan_report.json").exists()
 
     warm = run_preview(tmp_path, "warm")
-    assert warm["base_cached"] and warm["reference_cached"]
+    assert (warm["base_source"], warm["reference_source"]) == ("cached", "cached")
     # F and the reference's completions are functions of the cached base and adapter: read back, not redone
     assert warm["reference_measurements_cached"] and warm["merging"] == cold["merging"]
     assert {k: warm["writes"]["models"][k] for k in ("base (fp32)", "LoRA (fp32 base)")} == {
@@ -89,3 +94,14 @@ def test_preview_runs_end_to_end_and_caches_base_and_reference(tmp_path):
     }
     assert warm["reference_adapter"] == cold["reference_adapter"]
     assert warm["qlora_adapter"]["sha256"] == cold["qlora_adapter"]["sha256"]  # same seed, same adapter
+
+    # shipped as `make shipped` ships them, a fresh outputs directory installs both instead of training
+    cfg = preview_config(tmp_path / "outputs", tuple(TINY))
+    ship(cfg, base_dir_for(cfg), Path(cold["reference_adapter"]["path"]).parent, tmp_path / "shipped")
+    fresh = run_preview(tmp_path, "fresh", "fresh_outputs", f"paths.shipped_dir={tmp_path}/shipped")
+    assert (fresh["base_source"], fresh["reference_source"]) == ("shipped", "shipped")
+    assert "no base at" not in fresh["stdout"]  # neither pretrained nor trained
+    assert fresh["base"]["sha256"] == cold["base"]["sha256"]
+    assert fresh["reference_adapter"]["sha256"] == cold["reference_adapter"]["sha256"]
+    assert fresh["parity"] == cold["parity"] and fresh["merging"] == cold["merging"]
+    assert fresh["qlora_adapter"]["sha256"] == cold["qlora_adapter"]["sha256"]
