@@ -7,11 +7,12 @@ scored positions of the preview's fixed batch relative to the mean |logit| (part
 for bases of widths 64 to 768 (4 layers, 4 heads, d_ff = 4 d): freshly initialised, and briefly
 pretrained on the verb corpus (the same steps at every width). Beside it, the per-weight NF4
 error of the quantized linears (||W - deq(Q(W))|| / ||W||, averaged over the layers).
-The shipped default base (width 64, fully pretrained) is the reference row when it is cached.
+The default base (width 64, fully pretrained; the shipped one) is the reference row when it is
+in the cache (``outputs/bases``).
 
 Writes ``benchmarks/results/nf4_width.json`` and ``.md`` and ``benchmarks/figures/nf4_width.png``.
 
-    .venv/bin/python benchmarks/nf4_width.py [--steps 200] [--widths 64 128 256 512 768]
+    .venv/bin/python benchmarks/nf4_width.py [--steps 200] [--batch-size 16] [--widths 64 128 256 512 768]
 """
 
 from __future__ import annotations
@@ -52,9 +53,9 @@ def fixed_batch(cfg) -> tuple[torch.Tensor, torch.Tensor]:
     return batch["input_ids"][:size], batch["targets"][:size] != IGNORE_INDEX
 
 
-def pretrain(model: MiniGPT, cfg, steps: int) -> None:
-    """A few hundred AdamW steps on the pretraining corpus (batch 32), the same at every width."""
-    loader = instantiate(cfg.data, stage="pretrain", batch_size=32)
+def pretrain(model: MiniGPT, cfg, steps: int, batch_size: int) -> None:
+    """A few hundred AdamW steps on the pretraining corpus, the same at every width."""
+    loader = instantiate(cfg.data, stage="pretrain", batch_size=batch_size)
     loader.setup("fit")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     model.train()
@@ -84,12 +85,12 @@ def nf4_errors(model: MiniGPT, batch) -> dict:
     }
 
 
-def width_row(width: int, steps: int, cfg, batch) -> dict:
+def width_row(width: int, steps: int, batch_size: int, cfg, batch) -> dict:
     torch.manual_seed(0)
     config = MiniGPTConfig(n_layer=4, n_head=4, d_model=width, d_ff=4 * width)
     model = MiniGPT(config)
     row = {"width": width, "parameters": model.num_parameters(), "initialised": nf4_errors(model, batch)}
-    pretrain(model, cfg, steps)
+    pretrain(model, cfg, steps, batch_size)
     row["pretrained"] = nf4_errors(model, batch)
     print(f"width {width}: {row}", flush=True)
     return row
@@ -99,7 +100,10 @@ def draw(result: dict, path: Path) -> None:
     figure = Figure(figsize=(6, 4), layout="constrained")
     axes = figure.subplots()
     widths = [r["width"] for r in result["widths"]]
-    labels = {"initialised": "freshly initialised", "pretrained": f"pretrained, {result['steps']} steps"}
+    labels = {
+        "initialised": "freshly initialised",
+        "pretrained": f"pretrained, {result['steps']} steps of {result['batch_size']}",
+    }
     for (kind, label), marker in zip(labels.items(), "so", strict=True):
         values = [100 * r[kind]["relative_logit_error"] for r in result["widths"]]
         axes.plot(widths, values, marker=marker, label=label)
@@ -139,7 +143,7 @@ def report(result: dict) -> str:
         "parameters",
         "per-weight NF4 error",
         "logit error, initialised",
-        f"logit error, {result['steps']} steps",
+        f"logit error, {result['steps']} steps of {result['batch_size']}",
         "argmax agreement (pretrained)",
     ]
     text = markdown_table(header, rows)
@@ -156,16 +160,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256, 512, 768])
+    parser.add_argument("--batch-size", type=int, default=16, help="sentences per pretraining step")
     args = parser.parse_args()
     cfg = preview_config()
     batch = fixed_batch(cfg)
-    result = {"scheme": SCHEME, "steps": args.steps, "batch": len(batch[0])}
-    result["widths"] = [width_row(w, args.steps, cfg, batch) for w in args.widths]
+    result = {"scheme": SCHEME, "steps": args.steps, "batch_size": args.batch_size, "batch": len(batch[0])}
     shipped = base_dir_for(cfg)
     if (shipped / "config.json").is_file():
         result["shipped_base"] = nf4_errors(load_base(shipped).model, batch)
-    draw(result, FIGURE)
-    write_results("nf4_width", result, "NF4 logit error against layer width", report(result))
+    result["widths"] = []
+    for width in args.widths:  # written after each width: the widest take longest
+        result["widths"].append(width_row(width, args.steps, args.batch_size, cfg, batch))
+        draw(result, FIGURE)
+        write_results("nf4_width", result, "NF4 logit error against layer width", report(result))
     print(result)
 
 

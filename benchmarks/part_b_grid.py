@@ -1,7 +1,8 @@
 """Part B's check on every cell of base seeds x fine-tune seeds, for the default LoRA recipe.
 
-Each cell is one ``minituner-train regime=lora base.seed=B seed=S`` (the preview's reference
-recipe; a missing base is pretrained first, the shipped one installed), then the preview's part B
+Each cell is one ``minituner-train base.seed=B seed=S`` (the default LoRA recipe, the preview's
+reference recipe; a missing base is pretrained first, the shipped one installed; the same run
+directory as ``seed_robustness.py``'s LoRA cell, reused when it finished), then the preview's part B
 on its adapter (``minituner.reports.parity``): model A (the adapter on the fp16 base) against model
 B (on the NF4 base with the rest in fp16), on the preview's fixed batch. Per cell: A vs B relative
 to the mean |logit|, the bare bases' own NF4 error and their ratio, and the check (B against the
@@ -31,10 +32,10 @@ SCHEME, HALF = "nf4_dq", "float16"
 
 
 def train_cell(outputs: Path, base_seed: int, seed: int) -> Path:
-    """The cell's run directory, trained now unless it already finished."""
-    name = f"part_b/lora_base{base_seed}_seed{seed}"
+    """The cell's run directory, trained now unless it already finished (seed_robustness.py's LoRA cell)."""
+    name = f"seed_robustness/lora_base{base_seed}_seed{seed}"
     if not (outputs / name / "metrics.json").is_file():
-        timed_run(outputs, name, "regime=lora", "quant=none", f"base.seed={base_seed}", f"seed={seed}")
+        timed_run(outputs, name, f"base.seed={base_seed}", f"seed={seed}")
     return outputs / name
 
 

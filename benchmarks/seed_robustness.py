@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cli_runs import emit_json, share_cores, timed_run
+from result_files import markdown_table, write_results
 
 from minituner.store.provenance import host_info
 
@@ -118,7 +119,50 @@ def main() -> None:
         "cells": cells,
         "summary": {r: summary([c for c in cells if c["recipe"] == r]) for r in args.recipes},
     }
-    emit_json(result, args.json_out)
+    if args.json_out:
+        write_results(
+            args.json_out.stem,
+            result,
+            "Seed robustness of the default recipes",
+            report(result),
+            directory=args.json_out.parent,
+        )
+    emit_json(result, None)
+
+
+def report(result: dict) -> str:
+    """The summary per recipe and every cell, as markdown tables."""
+    header = ["recipe", "cells meeting the bar", "accuracy mean ± sd", "worst cell", "drift mean ± sd", "worst cell"]
+    rows = [
+        [
+            recipe,
+            f"{s['cells_meeting_bar']} / {s['cells']}",
+            f"{100 * s['irregular_acc']['mean']:.1f} ± {100 * s['irregular_acc']['sd']:.1f}%",
+            f"{100 * s['worst_cell_acc']:.2f}%",
+            f"{100 * s['regular_ppl_drift']['mean']:+.2f} ± {100 * s['regular_ppl_drift']['sd']:.2f}%",
+            f"{100 * s['worst_cell_drift']:+.2f}%",
+        ]
+        for recipe, s in result["summary"].items()
+    ]
+    cells = [
+        [
+            c["recipe"],
+            c["base_seed"],
+            c["seed"],
+            c["base_sha256"][:8],
+            f"{100 * c['irregular_acc']:.2f}%",
+            f"{100 * c['regular_ppl_drift']:+.2f}%",
+            "yes" if c["meets_bar"] else "**no**",
+        ]
+        for c in result["cells"]
+    ]
+    bars = result["bars"]
+    return (
+        f"Bar: drift <= {bars['max_drift']:.0%} and gain >= {bars['min_gain_points']:.0f} points.\n\n"
+        + markdown_table(header, rows)
+        + "\n\n"
+        + markdown_table(["recipe", "base seed", "seed", "base", "accuracy", "drift", "meets the bar"], cells)
+    )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 from minituner.config.base_request import base_dir_for, base_identity, reference_run_name
 from minituner.store.artifacts import sha256_file
@@ -51,7 +50,3 @@ def test_a_run_whose_base_ships_installs_it_instead_of_pretraining(tmp_path):
     assert not (tmp_path / "lora" / "base_build").exists()
     metrics = read_metrics(tmp_path / "lora")
     assert metrics["base_sha256"] == sha256_file(shipped / BASES / base_dir_for(cfg).name / "model.safetensors")
-    # with paths.shipped_dir=null the same run pretrains its base
-    shutil.rmtree(tmp_path / "outputs")
-    done = run_train(tmp_path, "again", "regime=lora", *QUICK, "paths.shipped_dir=null")
-    assert done.returncode == 0 and "pretraining it first" in done.stdout

@@ -78,9 +78,8 @@ def prepare_base(cfg: DictConfig) -> str:
     directory = base_dir_for(cfg)
     if (directory / CONFIG_FILE).is_file():
         return "cached"
-    installed = []
-    ensure_base(directory, lambda: installed.append(install_shipped_base(shipped_dir(cfg), directory)))
-    return "shipped" if any(installed) else "built"
+    ensure_base(directory, lambda: install_shipped_base(shipped_dir(cfg), directory))
+    return "shipped" if (directory / CONFIG_FILE).is_file() else "built"
 
 
 def reference_adapter(cfg: DictConfig, forwarded: list[str]) -> tuple[Path, dict, str]:

@@ -156,7 +156,7 @@ def test_default_preset_meets_the_phase_numbers(tmp_path):
     fixes the irregular verbs and forgets; the default LoRA fixes them (>= 95%, >= +60 points) and keeps
     control drift <= 5%, and so does QLoRA (every base x seed cell: benchmarks/seed_robustness.py)."""
     full = train(compose_config(["regime=full", "paths.shipped_dir=null"], tmp_path, run="full"))
-    base = read_metrics(tmp_path / "full" / "base_build")
+    base = read_metrics(tmp_path / "full" / "base_build")  # pretrained here: paths.shipped_dir=null
     assert base["irregular_acc"] <= 0.20
     assert base["regular_ppl"] < 2.0
     assert full["base_irregular_acc"] == base["irregular_acc"]
