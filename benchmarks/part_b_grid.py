@@ -51,7 +51,8 @@ def check_cell(run_dir: Path, batch) -> dict:
         "tolerance",
         "within_tolerance",
     )
-    return {"base_sha256": base.weights_sha256, "irregular_acc": metrics["irregular_acc"]} | {k: check[k] for k in keys}
+    trained = {k: metrics[k] for k in ("base_irregular_acc", "irregular_acc", "regular_ppl_drift")}
+    return {"base_sha256": base.weights_sha256} | trained | {k: check[k] for k in keys}
 
 
 def report(result: dict) -> str:
@@ -65,17 +66,40 @@ def report(result: dict) -> str:
             f"{c['composition_error']:.4%}",
             f"{c['tolerance']:.4%}",
             "within" if c["within_tolerance"] else "**OUTSIDE**",
+            f"{c['irregular_acc']:.2%}",
+            f"{c['regular_ppl_drift']:+.2%}",
         ]
         for c in result["cells"]
     ]
-    header = ["base seed", "seed", "A vs B", "bare bases", "ratio", "B vs C", "bound (2 x fp16 rounding)", "check"]
-    ratio = result["ratio_to_bare"]
+    header = [
+        "base seed",
+        "seed",
+        "A vs B",
+        "bare bases",
+        "ratio",
+        "B vs C",
+        "bound (2 x fp16 rounding)",
+        "check",
+        "LoRA accuracy",
+        "LoRA drift",
+    ]
+    ratio, acc, drift = (
+        stats([c[k] for c in result["cells"]]) for k in ("ratio_to_bare", "irregular_acc", "regular_ppl_drift")
+    )
     return (
         markdown_table(header, rows)
         + f"\n\n{result['within']} of {len(result['cells'])} cells within the bound. Ratio of the adapted model's "
         f"NF4 error to the bare base's: {ratio['mean']:.3f} ± {ratio['sd']:.3f} (sd over cells), "
-        f"range {ratio['min']:.3f}-{ratio['max']:.3f}.\n"
+        f"range {ratio['min']:.3f}-{ratio['max']:.3f}. The LoRA runs themselves (the default recipe): "
+        f"accuracy {acc['mean']:.2%} ± {acc['sd']:.2%}, worst cell {acc['min']:.2%}; control drift "
+        f"{drift['mean']:+.2%} ± {drift['sd']:.2%}, worst cell {drift['max']:+.2%}.\n"
     )
+
+
+def stats(values: list[float]) -> dict:
+    """Mean, sd (over cells), min and max."""
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "sd": sd, "min": min(values), "max": max(values)}
 
 
 def main() -> None:
@@ -93,19 +117,13 @@ def main() -> None:
         list(pool.map(lambda c: train_cell(args.outputs, *c), [c for c in grid if c not in first]))
     batch = fixed_batch(preview_config())
     cells = [{"base_seed": b, "seed": s} | check_cell(train_cell(args.outputs, b, s), batch) for b, s in grid]
-    ratios = [c["ratio_to_bare"] for c in cells]
     result = {
         "scheme": SCHEME,
         "half_dtype": HALF,
         "batch": len(batch[0]),
         "cells": cells,
         "within": sum(c["within_tolerance"] for c in cells),
-        "ratio_to_bare": {
-            "mean": statistics.fmean(ratios),
-            "sd": statistics.stdev(ratios) if len(ratios) > 1 else 0.0,
-            "min": min(ratios),
-            "max": max(ratios),
-        },
+        "ratio_to_bare": stats([c["ratio_to_bare"] for c in cells]),
     }
     write_results("part_b_grid", result, "Part B's check over base seeds x fine-tune seeds", report(result))
     print(json.dumps(result, indent=2))
