@@ -32,6 +32,7 @@ from minituner.store.shipped import (
     PROVENANCE_FILE,
     REFERENCE_ADAPTERS,
     SHIPPED_DIR,
+    copy_files,
     file_digests,
 )
 
@@ -61,28 +62,31 @@ def build(outputs_dir: Path, overrides: tuple[str, ...] = ()) -> tuple[DictConfi
 
 def where_made() -> dict:
     """The torch version, CPU, CPU capability, commit and date the artifacts were made with."""
-    host = host_info()
+    host, git = host_info(), git_state()
     return {
         "torch": package_versions()["torch"],
         "cpu": host["cpu"],
         "cpu_capability": host["cpu_numerics"]["cpu_capability"],
-        "commit": git_state()["commit"],
+        "commit": git["commit"],
+        "uncommitted_changes": git["dirty"],
         "date": datetime.date.today().isoformat(),
     }
 
 
 def ship(cfg: DictConfig, base_dir: Path, run_dir: Path, shipped_dir: Path = SHIPPED_DIR) -> dict:
-    """Copy ``cfg``'s base and reference adapter into ``shipped_dir``, replacing what shipped before."""
+    """Copy ``cfg``'s base and reference adapter into ``shipped_dir``, replacing what shipped before.
+
+    ``shipped_dir`` is minituner's own (``minituner/shipped/``, or a test's stand-in): its ``bases/``
+    and ``reference_adapters/`` hold only what this function wrote, and are replaced whole.
+    """
     shutil.rmtree(shipped_dir / BASES, ignore_errors=True)
     shutil.rmtree(shipped_dir / REFERENCE_ADAPTERS, ignore_errors=True)
     base_copy = shipped_dir / BASES / base_dir.name
     base_copy.mkdir(parents=True)
-    for name in BASE_FILES:
-        shutil.copyfile(base_dir / name, base_copy / name)
+    copy_files(base_dir, base_copy, BASE_FILES)
     adapter_copy = shipped_dir / REFERENCE_ADAPTERS / run_dir.name
     (adapter_copy / "adapter").mkdir(parents=True)
-    for name in ADAPTER_FILES:
-        shutil.copyfile(run_dir / "adapter" / name, adapter_copy / "adapter" / name)
+    copy_files(run_dir / "adapter", adapter_copy / "adapter", ADAPTER_FILES)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     write_json_atomic(adapter_copy / "metrics.json", {k: v for k, v in metrics.items() if k not in LOCAL_KEYS})
     identity = base_identity(cfg)

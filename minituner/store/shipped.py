@@ -34,12 +34,10 @@ def shipped_entry(shipped_dir: Path | None, kind: str, name: str) -> Path | None
     return entry if entry.is_dir() else None
 
 
-def _copy_files(source: Path, names: tuple[str, ...]):
-    def fill(staging: Path) -> None:
-        for name in names:
-            shutil.copyfile(source / name, staging / name)
-
-    return fill
+def copy_files(source: Path, destination: Path, names: tuple[str, ...]) -> None:
+    """Copy the files ``names`` from ``source`` into the existing directory ``destination``."""
+    for name in names:
+        shutil.copyfile(source / name, destination / name)
 
 
 def install_shipped_base(shipped_dir: Path | None, directory: Path) -> bool:
@@ -50,7 +48,7 @@ def install_shipped_base(shipped_dir: Path | None, directory: Path) -> bool:
     source = shipped_entry(shipped_dir, BASES, Path(directory).name)
     if source is None:
         return False
-    write_directory_atomic(Path(directory), _copy_files(source, BASE_FILES), "base")
+    write_directory_atomic(Path(directory), lambda staging: copy_files(source, staging, BASE_FILES), "base")
     log.info("installed the shipped base %s into %s (no pretraining needed)", source.name, directory)
     return True
 
@@ -65,7 +63,8 @@ def install_shipped_reference(shipped_dir: Path | None, run_dir: Path, base_dir:
     if source is None:
         return False
     run_dir = Path(run_dir)
-    write_directory_atomic(run_dir / "adapter", _copy_files(source / "adapter", ADAPTER_FILES), "adapter")
+    adapter = source / "adapter"
+    write_directory_atomic(run_dir / "adapter", lambda staging: copy_files(adapter, staging, ADAPTER_FILES), "adapter")
     metrics = json.loads((source / "metrics.json").read_text())
     metrics |= {"base_dir": str(base_dir), "adapter_dir": str(run_dir / "adapter")}
     write_json_atomic(run_dir / "metrics.json", metrics)
