@@ -236,13 +236,18 @@ class QuantizedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, scheme={self.scheme}"
 
 
+def quantizable_linears(model: nn.Module) -> list[str]:
+    """The names of the ``nn.Linear`` layers a quantized base stores quantized: all but the (tied) LM head."""
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head"]
+
+
 def quantize_model(model: nn.Module, scheme: str, check_dequantized: bool = False) -> list[str]:
     """Replace every ``nn.Linear`` of ``model`` but the (tied) LM head by a ``QuantizedLinear``.
 
     Returns:
         The names of the quantized layers.
     """
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head"]
+    names = quantizable_linears(model)
     for name in names:
         model.set_submodule(name, QuantizedLinear(model.get_submodule(name), scheme, name, check_dequantized))
     return names

@@ -29,7 +29,7 @@ from torch import nn
 
 from minituner.lora.adapter_io import load_adapter
 from minituner.model.precision import cast_frozen_base
-from minituner.quant.linear import rounded_weight
+from minituner.quant.linear import quantizable_linears, rounded_weight
 from minituner.reports.merge_fidelity import base_copy, compare_logits, logits_of
 from minituner.store.base_cache import LoadedBase
 
@@ -39,9 +39,9 @@ def rounded_copy(base: LoadedBase, scheme: str, dtype: str, adapter_dir: Path) -
     model = copy.deepcopy(base.model)
     cast_frozen_base(model, dtype)
     with torch.no_grad():
-        for name, module in model.named_modules():
-            if isinstance(module, nn.Linear) and name != "lm_head":
-                module.weight.copy_(rounded_weight(base.model.get_submodule(name).weight, scheme, module.weight.dtype))
+        for name in quantizable_linears(model):
+            layer = model.get_submodule(name)
+            layer.weight.copy_(rounded_weight(base.model.get_submodule(name).weight, scheme, layer.weight.dtype))
     load_adapter(model, adapter_dir, base.weights_sha256)
     return model
 
