@@ -11,8 +11,12 @@ ledger at that moment):
 * ``end``: after training and testing, with the peaks.
 
 Beside them ``predicted`` is the memory calculator's four-bucket footprint for the same config,
-and ``predicted_vs_measured`` compares its weights / grads / Adam with the step-2 ledger. All
-of it goes to ``memory.json``, to TensorBoard scalars (``memory/...``) and a text table.
+and ``predicted_vs_measured`` compares its weights / grads / Adam with the step-2 ledger.
+``activations`` compares the activation model's saved bytes with what autograd saved in the
+forward passes of the last training step before the snapshot (``measured_bytes``, distinct
+storages seen by ``saved_tensors_hooks``), by part of the model. Under mixed precision
+(autocast) the model does not apply: ``predicted_bytes`` is null there. All of it goes to
+``memory.json``, to TensorBoard scalars (``memory/...``) and a text table.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 from minituner.callbacks.run_hooks import RunContext, RunHooks
 
-from minituner.config.nodes import lora_config, model_config
+from minituner.config.nodes import lora_config, model_config, training_setup
+from minituner.memory.activations import saved_activations
 from minituner.memory.footprint import predict
 from minituner.memory.ledger import process_memory, tensor_ledger
+from minituner.memory.saved_tensors import SavedTensorMeter
 from minituner.store.artifacts import write_json_atomic
 
 MIB = 2**20
@@ -41,6 +47,8 @@ class MemoryMonitor(L.Callback, RunHooks):
         self.snapshot_step = snapshot_step
         self.snapshots: dict[str, dict] = {}
         self.run: RunContext | None = None
+        self.meter: SavedTensorMeter | None = None
+        self.activations: dict | None = None
 
     def snapshot(self, name: str, model, optimizer=None, step: int = 0) -> dict:
         """Record process memory and the tensor ledger under ``name``."""
@@ -53,6 +61,16 @@ class MemoryMonitor(L.Callback, RunHooks):
 
     def on_model_ready(self, run: RunContext) -> None:
         self.snapshot("after_quantize_and_inject", run.model)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        if trainer.global_step < self.snapshot_step:  # the last such step's passes are kept
+            self.meter = SavedTensorMeter(getattr(pl_module, "model", pl_module)).__enter__()
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module, loss) -> None:
+        if self.meter is not None:
+            self.meter.__exit__(None, None, None)
+            self.activations = {"measured_bytes": self.meter.bytes, "batches": self.meter.batches}
+            self.meter = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if trainer.global_step == self.snapshot_step and f"after_step_{self.snapshot_step}" not in self.snapshots:
@@ -101,7 +119,23 @@ class MemoryMonitor(L.Callback, RunHooks):
             report["training_footprint_rss_bytes"] = (
                 training["rss_bytes"] - self.snapshots["after_construction"]["rss_bytes"]
             )
+        if self.activations is not None:
+            report["activations"] = self._activations(run)
         return report
+
+    def _activations(self, run: RunContext) -> dict:
+        """Predicted and measured saved activations of the metered training step."""
+        measured = self.activations
+        if "mixed" in str(run.cfg.trainer.precision):
+            return {"predicted_bytes": None, **measured, "equal": None, "by_part": {}}
+        device = next(run.model.parameters()).device.type
+        count = saved_activations(model_config(run.cfg), training_setup(run.cfg, device), measured["batches"])
+        return {
+            "predicted_bytes": count.total,
+            **measured,
+            "equal": count.total == measured["measured_bytes"],
+            "by_part": count.by_part,
+        }
 
     def _log(self, trainer: L.Trainer, report: dict) -> None:
         for logger in trainer.loggers:
@@ -134,5 +168,9 @@ def memory_table(report: dict) -> str:
         lines += ["", "| bucket | predicted bytes | measured bytes |", "|---|---|---|"]
         for bucket, row in report["predicted_vs_measured"].items():
             lines.append(f"| {bucket} | {row['predicted']:,} | {row['measured']:,} |")
-        lines.append(f"| activations (estimate) | {report['predicted']['activations']:,} | |")
+        activations = report.get("activations")
+        if activations is not None:
+            predicted = activations["predicted_bytes"]
+            cell = "(autocast: not modelled)" if predicted is None else f"{predicted:,}"
+            lines.append(f"| activations (saved for backward) | {cell} | {activations['measured_bytes']:,} |")
     return "\n".join(lines)

@@ -19,7 +19,8 @@ from rich.table import Table
 from minituner.config.nodes import model_config
 from minituner.config.shipped import CONF_DIR
 from minituner.lora.inject import LoRAConfig
-from minituner.memory.footprint import Footprint, adapted_linears, block_linears, fits, predict
+from minituner.memory.footprint import Footprint, fits, predict
+from minituner.memory.shapes import adapted_linears, block_linears
 from minituner.model.minigpt import MiniGPTConfig
 from minituner.store.artifacts import write_atomic, write_json_atomic, write_text_atomic
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 # Keys that may differ between an interrupted run and its resumption (or a repeat of a run in its
-# own directory): where things are written and how often checkpoints are taken, nothing that
-# changes what is trained. The loggers' save_dir is the run directory: a run moved or copied
-# elsewhere still resumes.
+# own directory): where things are written, how often checkpoints are taken and whether blocks are
+# recomputed in backward (same gradients, bit for bit on the CPU), nothing that changes what is
+# trained. The loggers' save_dir is the run directory: a run moved or copied elsewhere still resumes.
 FREE_KEYS = (
     "resume",
     "paths",
+    "model.activation_checkpointing",
     "trainer.default_root_dir",
     "trainer.enable_progress_bar",
     "callbacks.checkpoint",

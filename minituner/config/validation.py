@@ -15,7 +15,7 @@ from minituner.config.checks import integer_problems, is_number
 from minituner.config.destinations import destination_problems
 from minituner.config.errors import ConfigError
 from minituner.config.hardware import trainer_problems
-from minituner.config.nodes import lora_config, model_config
+from minituner.config.nodes import lora_config, model_config, model_shape_fields
 from minituner.config.schema import unknown_key_problems
 from minituner.config.shipped import CONF_DIR, load_regime
 from minituner.data.datamodules import DATAMODULES
@@ -29,10 +29,12 @@ TRAINABLE = ("all", "lora")
 
 
 def model_problems(model: DictConfig) -> list[str]:
-    """Problems with the ``model`` node (its ``name`` is a label only)."""
-    fields = OmegaConf.to_container(model, resolve=True)
-    fields.pop("name", None)
-    return MiniGPTConfig.problems(fields, prefix="model.")
+    """Problems with the ``model`` node: its shape and ``activation_checkpointing`` (``name`` is a label only)."""
+    problems = MiniGPTConfig.problems(model_shape_fields(model), prefix="model.")
+    checkpointing = model.get("activation_checkpointing", False)
+    if not isinstance(checkpointing, bool):
+        problems.append(f"model.activation_checkpointing={checkpointing!r} is not allowed: must be true or false")
+    return problems
 
 
 def regime_problems(regime: DictConfig) -> list[str]:

@@ -1,33 +1,37 @@
 """The memory calculator: parameter counts and the four-bucket footprint, from a shape alone.
 
 Nothing is instantiated, so the same arithmetic answers for MiniGPT and for a 7B-parameter
-shape. The four buckets (weights / gradients / Adam state / activations) follow the seeds'
-memory model:
+shape. The four buckets (weights / gradients / Adam state / activations):
 
 * ``fp32`` precision (how minituner trains on the CPU, and what Lightning's ``bf16-mixed``
   stores): every parameter 4 bytes, gradients 4 bytes per trainable parameter. With a
   half-precision frozen base (``base_dtype``, LoRA only) the frozen dense parameters take 2
   bytes each while adapters, their gradients and Adam stay fp32.
 * ``fp16_mixed`` (the production recipe): frozen weights in fp16, trainable weights in fp16
-  plus an fp32 master copy, fp16 gradients.
+  plus an fp32 master copy, fp16 gradients; activations in half precision.
+* ``bf16_true`` (torchtune's and LitGPT's ``bf16-true``): weights, adapters, gradients and
+  both Adam moments in bf16; activations in bf16.
 * Adam keeps two fp32 moments per trainable parameter and one fp32 ``step`` scalar per
   trainable tensor (PyTorch's AdamW state), so the optimizer figure is exact.
 * A quantized frozen linear costs exactly the bytes of its codes and scales (its bias stays a
   frozen dense parameter); the tied LM head / embedding and the LayerNorms are never quantized.
-* Activations are an estimate: ``batch x seq x d_model x n_layer x 16`` bytes (the seeds'
-  rule of thumb), not a measurement.
+* Activations are what autograd saves for backward, counted exactly from the architecture
+  (``minituner.memory.activations``), with and without activation checkpointing. The seeds' rule
+  of thumb, ``batch x seq x d_model x n_layer x 16`` bytes, is kept beside them for comparison.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
-from minituner.lora.inject import LoRAConfig, matches_target
+from minituner.lora.inject import LoRAConfig
+from minituner.memory.activations import TrainingSetup, saved_activations
+from minituner.memory.shapes import adapted_linears, block_linears
 from minituner.model.minigpt import MiniGPTConfig
 from minituner.quant.codecs import NF4_BLOCK, scale_block_size
 
-PRECISIONS = ("fp32", "fp16_mixed")
-ACTIVATION_BYTES_PER_VALUE = 16  # per residual value per layer: the seeds' rough estimate
+PRECISIONS = ("fp32", "fp16_mixed", "bf16_true")
+RULE_OF_THUMB_BYTES_PER_VALUE = 16  # per residual value per layer: the seeds' rough estimate
 ADAM_STEP_BYTES = 4  # one fp32 `step` tensor per parameter tensor
 BASE_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -43,38 +47,22 @@ class Footprint:
     grads: int
     adam: int
     activations: int
+    activations_checkpointed: int
+    rule_of_thumb_activations: int
 
     @property
     def total(self) -> int:
-        """All four buckets together."""
+        """All four buckets together (activations without checkpointing)."""
         return self.weights + self.grads + self.adam + self.activations
 
+    @property
+    def total_checkpointed(self) -> int:
+        """All four buckets with each block recomputed in backward."""
+        return self.total - self.activations + self.activations_checkpointed
+
     def to_dict(self) -> dict:
-        """Plain-dict form with the total."""
-        return asdict(self) | {"total": self.total}
-
-
-def block_linears(config: MiniGPTConfig) -> dict[str, tuple[int, int]]:
-    """Every transformer-block linear of a MiniGPT of this shape: name -> (out, in) features."""
-    d, ff = config.d_model, config.d_ff
-    shapes = {}
-    for i in range(config.n_layer):
-        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            shapes[f"blocks.{i}.attn.{proj}"] = (d, d)
-        shapes[f"blocks.{i}.mlp.fc_in"] = (ff, d)
-        shapes[f"blocks.{i}.mlp.fc_out"] = (d, ff)
-    return shapes
-
-
-def adapted_linears(config: MiniGPTConfig, lora: LoRAConfig) -> list[str]:
-    """The block linears that ``lora`` adapts, chosen by the same rules as injection."""
-    targets = lora.expanded_targets()
-    return [
-        name
-        for name in block_linears(config)
-        if matches_target(name, targets)
-        and (lora.layers_to_transform is None or int(name.split(".")[1]) in lora.layers_to_transform)
-    ]
+        """Plain-dict form with the totals."""
+        return asdict(self) | {"total": self.total, "total_checkpointed": self.total_checkpointed}
 
 
 def quantized_weight_bytes(out_features: int, in_features: int, scheme: str) -> int:
@@ -113,6 +101,8 @@ def predict(
     batch_size: int = 16,
     seq_len: int = 32,
     base_dtype: str = "float32",
+    attention: str = "sdpa",
+    device: str = "cpu",
 ) -> Footprint:
     """The four-bucket footprint of training a MiniGPT of ``config``'s shape.
 
@@ -121,47 +111,74 @@ def predict(
         label: Row name.
         lora: Adapters to train; None trains every parameter (full fine-tuning).
         quant: Storage scheme of the frozen block linears (needs ``lora``).
-        precision: ``fp32`` or ``fp16_mixed`` (see the module docstring).
-        batch_size: Sequences per batch, for the activation estimate.
-        seq_len: Tokens per sequence, for the activation estimate.
+        precision: ``fp32``, ``fp16_mixed`` or ``bf16_true`` (see the module docstring).
+        batch_size: Sequences per batch.
+        seq_len: Tokens per sequence.
         base_dtype: Storage of the frozen base's dense parameters under ``fp32`` precision:
             ``float32``, ``bfloat16`` or ``float16`` (needs ``lora``).
+        attention: ``sdpa`` (fused kernel) or ``eager`` (keeps the attention maps).
+        device: ``cpu`` or ``cuda`` (see ``minituner.memory.activations``).
     """
     _check_settings(lora, quant, precision, base_dtype)
-    linears = block_linears(config)
-    biases = config.n_layer * (5 * config.d_model + config.d_ff) if config.bias else 0
-    dense = config.vocab_size * config.d_model + config.block_size * config.d_model  # embeddings
-    dense += (2 * config.n_layer + 1) * 2 * config.d_model + biases  # LayerNorms and biases
-    linear_weights = sum(o * i for o, i in linears.values())
-
-    if lora is None:
-        trainable, frozen, frozen_bytes = dense + linear_weights, 0, 0
-        tensors = _dense_tensor_count(config) + len(linears) * (2 if config.bias else 1)
-    else:
-        adapted = adapted_linears(config, lora)
-        trainable = sum(lora.r * (o + i) for o, i in (linears[n] for n in adapted))
-        tensors = 2 * len(adapted)
-        trained_biases = _trained_bias_numels(config, lora, adapted)
-        trainable += sum(trained_biases)
-        tensors += len(trained_biases)
-        frozen = dense + linear_weights - sum(trained_biases)
-        dense_bytes = 2 if precision == "fp16_mixed" else BASE_DTYPE_BYTES[base_dtype]
-        if quant == "none":
-            frozen_bytes = frozen * dense_bytes
-        else:
-            quantized = sum(quantized_weight_bytes(o, i, quant) for o, i in linears.values())
-            frozen_bytes = (frozen - linear_weights) * dense_bytes + quantized
-
-    weight_bytes, grad_bytes = (6, 2) if precision == "fp16_mixed" else (4, 4)  # fp16 + fp32 master
+    trainable, frozen, frozen_bytes, tensors = _parameters(config, lora, quant, precision, base_dtype)
+    # bytes per trainable parameter: weight (fp16_mixed: fp16 + fp32 master), gradient, Adam's two moments
+    weight_bytes, grad_bytes, moment_bytes = {"fp32": (4, 4, 8), "fp16_mixed": (6, 2, 8), "bf16_true": (2, 2, 4)}[
+        precision
+    ]
+    setup = TrainingSetup(
+        lora=lora,
+        quantized=quant != "none",
+        base_bytes=BASE_DTYPE_BYTES[base_dtype] if precision == "fp32" else 2,
+        adapter_bytes=4 if precision == "fp32" else 2,
+        attention=attention,
+        device=device,
+    )
     return Footprint(
         label=label,
         trainable_params=trainable,
         frozen_params=frozen,
         weights=frozen_bytes + trainable * weight_bytes,
         grads=trainable * grad_bytes,
-        adam=8 * trainable + ADAM_STEP_BYTES * tensors,
-        activations=batch_size * seq_len * config.d_model * config.n_layer * ACTIVATION_BYTES_PER_VALUE,
+        adam=moment_bytes * trainable + ADAM_STEP_BYTES * tensors,
+        **_activation_buckets(config, setup, batch_size, seq_len),
     )
+
+
+def _parameters(
+    config: MiniGPTConfig, lora: LoRAConfig | None, quant: str, precision: str, base_dtype: str
+) -> tuple[int, int, int, int]:
+    """Trainable and frozen parameter counts, the frozen parameters' bytes and the trainable tensor count."""
+    linears = block_linears(config)
+    biases = config.n_layer * (5 * config.d_model + config.d_ff) if config.bias else 0
+    dense = config.vocab_size * config.d_model + config.block_size * config.d_model  # embeddings
+    dense += (2 * config.n_layer + 1) * 2 * config.d_model + biases  # LayerNorms and biases
+    linear_weights = sum(o * i for o, i in linears.values())
+    if lora is None:
+        return dense + linear_weights, 0, 0, _dense_tensor_count(config) + len(linears) * (2 if config.bias else 1)
+    adapted = adapted_linears(config, lora)
+    trained_biases = _trained_bias_numels(config, lora, adapted)
+    trainable = sum(lora.r * (o + i) for o, i in (linears[n] for n in adapted)) + sum(trained_biases)
+    frozen = dense + linear_weights - sum(trained_biases)
+    dense_bytes = BASE_DTYPE_BYTES[base_dtype] if precision == "fp32" else 2
+    frozen_bytes = frozen * dense_bytes
+    if quant != "none":
+        quantized = sum(quantized_weight_bytes(o, i, quant) for o, i in linears.values())
+        frozen_bytes = (frozen - linear_weights) * dense_bytes + quantized
+    return trainable, frozen, frozen_bytes, 2 * len(adapted) + len(trained_biases)
+
+
+def _activation_buckets(config: MiniGPTConfig, setup: TrainingSetup, batch_size: int, seq_len: int) -> dict:
+    """Saved activations with and without checkpointing, and the seeds' rule of thumb beside them."""
+    batches = [(batch_size, seq_len)]
+    return {
+        "activations": saved_activations(config, setup, batches).total,
+        "activations_checkpointed": saved_activations(config, replace(setup, checkpointing=True), batches).total,
+        "rule_of_thumb_activations": batch_size
+        * seq_len
+        * config.d_model
+        * config.n_layer
+        * RULE_OF_THUMB_BYTES_PER_VALUE,
+    }
 
 
 def _dense_tensor_count(config: MiniGPTConfig) -> int:

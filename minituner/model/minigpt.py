@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100
 """Target value that the loss skips (padding)."""
@@ -160,6 +161,9 @@ class MiniGPT(nn.Module):
         if config.d_model % config.n_head != 0:
             raise ValueError(f"model.n_head={config.n_head} must divide model.d_model={config.d_model}")
         self.config = config
+        # Recompute each block in backward instead of keeping what it saves (a training-time choice,
+        # not part of the shape: set by the run, never stored with a base).
+        self.activation_checkpointing = False
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
         self.pos_emb = nn.Embedding(config.block_size, config.d_model)
         self.drop = nn.Dropout(config.dropout)
@@ -200,8 +204,10 @@ class MiniGPT(nn.Module):
             raise ValueError(f"sequence length {seq} exceeds model.block_size={self.config.block_size}")
         positions = torch.arange(seq, device=idx.device)
         x = self.drop(self.tok_emb(idx) + self.pos_emb(positions))  # (B, T, D)
+        checkpointed = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x)
+            # non-reentrant: works with frozen inputs (LoRA) and replays the RNG, so dropout masks repeat
+            x = checkpoint(block, x, use_reentrant=False) if checkpointed else block(x)
         # fp32 logits whatever the base's dtype (base.dtype): the loss and the metrics' softmax need the range
         logits = self.lm_head(self.ln_f(x)).float()  # (B, T, V)
         if targets is None:

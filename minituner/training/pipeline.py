@@ -24,7 +24,7 @@ from minituner.callbacks.run_hooks import RunContext, RunHooks, is_main_process,
 from minituner.config.base_request import base_dir_for, base_identity, base_seed, shipped_dir
 from minituner.config.errors import ConfigError
 from minituner.config.identity import resumable_config
-from minituner.config.nodes import lora_config, model_config
+from minituner.config.nodes import activation_checkpointing, lora_config, model_config
 from minituner.config.validation import validate_config
 from minituner.lora.adapter_io import save_adapter
 from minituner.lora.inject import inject_lora
@@ -71,13 +71,13 @@ def _build_base(cfg: DictConfig) -> None:
 
 def prepare_model(cfg: DictConfig) -> tuple[MiniGPT, LoadedBase | None]:
     """The network a run starts from: fresh weights for pretraining, else the base (built if missing)."""
-    if not cfg.regime.needs_base:
-        L.seed_everything(cfg.seed, workers=True)
-        return MiniGPT(model_config(cfg)), None
-    directory = ensure_base(base_dir_for(cfg), lambda: _build_base(cfg))
-    base = load_base(directory, model_config(cfg))
+    base = None
+    if cfg.regime.needs_base:
+        base = load_base(ensure_base(base_dir_for(cfg), lambda: _build_base(cfg)), model_config(cfg))
     L.seed_everything(cfg.seed, workers=True)
-    return base.model, base
+    model = MiniGPT(model_config(cfg)) if base is None else base.model
+    model.activation_checkpointing = activation_checkpointing(cfg)
+    return model, base
 
 
 def save_trained(cfg: DictConfig, model: MiniGPT, base: LoadedBase | None, metrics: dict) -> dict:

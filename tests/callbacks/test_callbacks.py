@@ -124,6 +124,10 @@ def test_memory_snapshots_and_ledger_match_the_prediction(tmp_path, minigpt_base
     assert memory["snapshots"]["after_step_2"]["step"] == 2
     for bucket, row in memory["predicted_vs_measured"].items():
         assert row["predicted"] == row["measured"], bucket
+    activations = memory["activations"]
+    assert len(activations["batches"]) == 2  # the training batch and the self-replay batch
+    assert activations["predicted_bytes"] == activations["measured_bytes"] > 0 and activations["equal"]
+    assert sum(activations["by_part"].values()) == activations["predicted_bytes"]
     ledger = memory["snapshots"]["after_step_2"]["ledger"]
     assert ledger["trainable_params"] == 20_480  # MLP targets, r=8
     assert ledger["adam"] == 8 * 20_480 + 4 * 16  # two fp32 moments + a step scalar per A and B
