@@ -40,7 +40,7 @@ bench: setup
 	$(BIN)/python benchmarks/quant_layer.py --dtypes float32 bfloat16
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/memory_scale.py
-	$(BIN)/python benchmarks/scaling.py --json-out benchmarks/results/scaling.json
+	$(BIN)/python benchmarks/scaling.py --write
 
 # The seed statistics behind the README's headline table and the frontier figure (about 35 min
 # on 2 cores): 3 bases x 3 seeds of LoRA and QLoRA, then 7 recipes per base.

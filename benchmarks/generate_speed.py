@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
-from minituner.config.shipped import CONF_DIR
+from minituner.config.nodes import model_preset
 from minituner.generation.sampling import SamplingSettings, generate_batch
 from minituner.model.minigpt import MiniGPT, MiniGPTConfig
 from minituner.model.tokenizer import ByteTokenizer
@@ -29,9 +28,7 @@ LENGTHS = {"minigpt": [8, 16, 32, 59], "minigpt_100m": [8, 32, 64, 128]}
 
 
 def preset(name: str) -> MiniGPTConfig:
-    fields = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml"))
-    fields.pop("name")
-    return MiniGPTConfig(**fields)
+    return model_preset(name)
 
 
 def never_ending_model(config: MiniGPTConfig) -> MiniGPT:

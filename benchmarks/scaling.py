@@ -8,15 +8,18 @@ forward, backward, clip, AdamW), tokens per second, and the peak memory of a ste
 model and optimizer hold before it (the exact tensor ledger) plus the most allocated at once
 during it (the profiler's allocation events on the CPU; ``torch.cuda.max_memory_allocated`` on
 CUDA). Beside each measurement the memory calculator's prediction for the same config
-(``minituner.memory.footprint.predict``: exact weights / grads / Adam, activations estimated at 16
-bytes per residual value per layer), and what the step's peak holds beyond the exact part, per
-residual value per layer (activations and transients, measured).
+(``minituner.memory.footprint.predict``): the predicted step peak (``minituner.memory.peak``)
+and its ratio to the measured one, the saved activations counted from the architecture and
+measured through ``saved_tensors_hooks`` (equal on the CPU), the seeds' rule of thumb (16 bytes
+per residual value per layer) and what the step's peak holds beyond weights, gradients and Adam,
+per residual value per layer.
 
 Fits the exponents (least squares on log-log: cost ~ parameters^k, over the shapes of at least
 1M parameters, where compute rather than per-operation overhead dominates; cost ~ tokens^k over
-the sequence lengths) and draws ``benchmarks/figures/scaling.png``. Prints JSON.
+the sequence lengths) and draws ``benchmarks/figures/scaling.png``. Prints JSON; with ``--write``
+also writes ``benchmarks/results/scaling.json`` and the generated ``scaling.md``.
 
-    .venv/bin/python benchmarks/scaling.py [--steps 3] [--device cuda] [--json-out FILE]
+    .venv/bin/python benchmarks/scaling.py [--steps 3] [--device cuda] [--write]
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ from pathlib import Path
 
 from device import Device, add_device_argument
 from matplotlib.figure import Figure
+from result_files import markdown_table, write_results
 from train_throughput import LORA, build, fixed_batch, optimizer_for, plain_loop, shape, training_step
 
 from minituner.memory.footprint import predict
 from minituner.memory.ledger import tensor_ledger
+from minituner.memory.saved_tensors import SavedTensorMeter
 from minituner.model.minigpt import MiniGPTConfig, count_parameters
 
 REGIMES = ("full", "lora", "qlora")
@@ -41,6 +46,7 @@ BATCH = (4, 128)
 SEQ_LENGTHS = (64, 128, 256, 512)
 FIT_ABOVE = 1_000_000  # parameters: smaller shapes are dominated by per-operation overhead
 FIGURE = Path(__file__).parent / "figures" / "scaling.png"
+MIB = 2**20
 
 
 def ladder(device: Device) -> dict[str, MiniGPTConfig]:
@@ -68,6 +74,10 @@ def measure(config: MiniGPTConfig, regime: str, batch_shape: tuple[int, int], st
         training_step(model, optimizer, lambda: model(batch["input_ids"], batch["targets"])[1], device)
 
     step()  # Adam's moments exist from the first step on
+    with device.autocast(), SavedTensorMeter(model) as meter:
+        loss = model(batch["input_ids"], batch["targets"])[1]
+    saved = meter.bytes
+    del loss
     held = tensor_ledger(model, optimizer)
     if device.is_cuda:
         device.reset_peak_memory()
@@ -82,6 +92,7 @@ def measure(config: MiniGPTConfig, regime: str, batch_shape: tuple[int, int], st
         quant="nf4_dq" if regime == "qlora" else "none",
         batch_size=batch_size,
         seq_len=seq,
+        device="cuda" if device.is_cuda else "cpu",
     )
     median = statistics.median(times)
     exact = predicted.total - predicted.activations  # weights, gradients and Adam: the ledger matches these
@@ -90,9 +101,14 @@ def measure(config: MiniGPTConfig, regime: str, batch_shape: tuple[int, int], st
         "median_step_s": round(median, 5),
         "tokens_per_s": round(batch_size * seq / median, 1),
         "peak_memory_bytes": peak,
+        "predicted_peak_bytes": predicted.peak,
+        "predicted_peak_ratio": round(predicted.peak / peak, 4),
+        "saved_activations_bytes": saved,
+        "predicted_activations_bytes": predicted.activations,
+        "rule_of_thumb_activations_bytes": predicted.rule_of_thumb_activations,
         "predicted_bytes": predicted.total,
         "predicted_without_activations_bytes": exact,
-        "peak_beyond_exact_bytes_per_value": round((peak - exact) / per_value, 1),  # the calculator assumes 16
+        "peak_beyond_exact_bytes_per_value": round((peak - exact) / per_value, 1),
     }
 
 
@@ -114,7 +130,7 @@ def fits(rows: dict, xs: dict[str, float], keep) -> dict:
         result[regime] = {
             "step_time": exponent(x, [rows[n][regime]["median_step_s"] for n in names]),
             "peak_memory": exponent(x, [rows[n][regime]["peak_memory_bytes"] for n in names]),
-            "predicted_memory": exponent(x, [rows[n][regime]["predicted_bytes"] for n in names]),
+            "predicted_memory": exponent(x, [rows[n][regime]["predicted_peak_bytes"] for n in names]),
         }
     return result
 
@@ -141,11 +157,11 @@ def draw(result: dict, path: Path) -> None:
             )
             axes[row][1].plot(
                 x,
-                [rows[n][regime]["predicted_bytes"] / 2**20 for n in names],
+                [rows[n][regime]["predicted_peak_bytes"] / 2**20 for n in names],
                 "x--",
                 color=colour,
                 alpha=0.7,
-                label=f"{regime} calculator",
+                label=f"{regime} predicted peak",
             )
         for column, ylabel in enumerate(("median step time (s)", "peak memory of a step (MiB)")):
             axes[row][column].set(xscale="log", yscale="log", xlabel=label, ylabel=ylabel)
@@ -192,19 +208,55 @@ def run(steps: int, device: Device, sizes: list[str] | None = None, seq_shape: s
     }
 
 
+def report(result: dict) -> str:
+    """The generated markdown: per shape and regime, measured against predicted peak and activations."""
+    rows = []
+    for sweep, label in (("sizes", "{}"), ("seq_lengths", f"{result['seq_shape']} at {{}} tokens")):
+        for name, regimes in result[sweep].items():
+            for regime, row in regimes.items():
+                rows.append(
+                    [
+                        label.format(name),
+                        regime,
+                        f"{row['peak_memory_bytes'] / MIB:.1f}",
+                        f"{row['predicted_peak_bytes'] / MIB:.1f}",
+                        f"{row['predicted_peak_ratio']:.3f}",
+                        f"{row['saved_activations_bytes'] / MIB:.2f}",
+                        f"{row['predicted_activations_bytes'] / MIB:.2f}",
+                        f"{row['rule_of_thumb_activations_bytes'] / MIB:.2f}",
+                    ]
+                )
+    ratios = [row[4] for row in rows]
+    header = [
+        "shape",
+        "regime",
+        "peak MiB (measured)",
+        "peak MiB (predicted)",
+        "predicted / measured",
+        "saved activations MiB (measured)",
+        "(predicted)",
+        "rule of thumb MiB",
+    ]
+    return (
+        f"Batch {result['batch']['sequences']} sequences; peak = what the step holds before it plus the most "
+        f"allocated at once during it. Predicted / measured peak ranges over {min(ratios)}..{max(ratios)}.\n\n"
+        + markdown_table(header, rows)
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement (after one warm-up)")
-    parser.add_argument("--json-out", type=Path, help="also write the JSON here")
+    parser.add_argument("--write", action="store_true", help="write benchmarks/results/scaling.json and .md")
     add_device_argument(parser)
     args = parser.parse_args()
     host = args.device.setup()
     result = {"benchmark": "scaling", "host": host} | run(args.steps, args.device)
     draw(result, FIGURE)
-    text = json.dumps(result, indent=2)
-    if args.json_out:
-        args.json_out.write_text(text + "\n")
-    print(text)
+    if args.write:
+        name = "scaling" if not args.device.is_cuda else "scaling_cuda"
+        write_results(name, result, "Training cost and memory against model size and sequence length", report(result))
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

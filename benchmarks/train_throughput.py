@@ -38,11 +38,10 @@ import lightning as L
 import torch
 from device import CPU, Device, add_device_argument
 from minituner.callbacks.nan_guard import NaNGuard
-from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from minituner.config.shipped import CONF_DIR
+from minituner.config.nodes import model_preset
 from minituner.lora.inject import LoRAConfig, inject_lora
 from minituner.model.minigpt import MiniGPT, MiniGPTConfig
 from minituner.model.precision import cast_frozen_base
@@ -65,9 +64,7 @@ LORA = LoRAConfig(r=8, alpha=16, dropout=0.05, target_modules="mlp", seed=0)
 
 
 def shape(name: str) -> MiniGPTConfig:
-    fields = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml"))
-    fields.pop("name")
-    return MiniGPTConfig(**fields)
+    return model_preset(name)
 
 
 REGIMES = ("full", "lora", "qlora", "lora_bf16", "qlora_bf16")

@@ -118,6 +118,8 @@ def test_scaling_measures_memory_the_calculator_can_explain(tmp_path, monkeypatc
             row = rows[regime]
             # a step holds at least the weights, gradients and Adam state the calculator counts exactly
             assert row["peak_memory_bytes"] >= row["predicted_without_activations_bytes"]
+            assert row["saved_activations_bytes"] == row["predicted_activations_bytes"]
+            assert 0.9 <= row["predicted_peak_ratio"] <= 1.1
     assert result["fits"]["sizes"]["lora"]["step_time"] is None  # no shape of 1M+ parameters measured
     assert result["fits"]["seq_lengths"]["lora"]["step_time"] is not None
     scaling.draw(result, tmp_path / "scaling.png")

@@ -29,11 +29,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from minituner.apps.runner import RelayedApp, finish_training_runs, start_training_runs, torch_threads, training_runs
 from minituner.config.base_request import base_dir_for, reference_run_name, shipped_dir
-from minituner.config.nodes import lora_config, model_config
+from minituner.config.nodes import lora_config, model_config, model_preset
 from minituner.config.shipped import CONF_DIR
 from minituner.lora.layer import lora_layers
 from minituner.memory.footprint import predict
-from minituner.model.minigpt import IGNORE_INDEX, MiniGPTConfig
+from minituner.model.minigpt import IGNORE_INDEX
 from minituner.quant.storage import quantized_storage
 from minituner.reports.merge_fidelity import base_copy, compare_logits, logits_of
 from minituner.reports.parity import parity
@@ -109,15 +109,23 @@ def fixed_batch(cfg: DictConfig, size: int) -> tuple[torch.Tensor, torch.Tensor]
     return batch["input_ids"][:size], batch["targets"][:size] != IGNORE_INDEX
 
 
+SCALE_BATCH = (4, 512)  # sequences x tokens of the "at 7B scale" step
+
+
 def scale_savings(cfg: DictConfig) -> dict:
-    """LoRA vs QLoRA at the ``preview.scale_model`` shape (fp16 mixed precision), in bytes."""
-    fields = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / f"{cfg.preview.scale_model}.yaml"))
-    fields.pop("name")
-    shape = MiniGPTConfig(**fields)
+    """LoRA vs QLoRA at the ``preview.scale_model`` shape: predicted step peaks on a GPU (fp16 mixed precision)."""
+    shape = model_preset(cfg.preview.scale_model)
     lora = lora_config(cfg)
-    plain = predict(shape, "LoRA", lora=lora, precision="fp16_mixed")
-    quantized = predict(shape, "QLoRA", lora=lora, quant=cfg.preview.quant, precision="fp16_mixed")
-    return {"model": cfg.preview.scale_model, "lora_total": plain.total, "qlora_total": quantized.total}
+    batch, seq = SCALE_BATCH
+    common = {"lora": lora, "precision": "fp16_mixed", "batch_size": batch, "seq_len": seq, "device": "cuda"}
+    plain = predict(shape, "LoRA", **common)
+    quantized = predict(shape, "QLoRA", quant=cfg.preview.quant, **common)
+    return {
+        "model": cfg.preview.scale_model,
+        "batch": [batch, seq],
+        "lora_peak": plain.peak,
+        "qlora_peak": quantized.peak,
+    }
 
 
 def adapter_on_two_bases(cfg: DictConfig, base: LoadedBase, reference_dir: Path, batch) -> tuple[dict, torch.Tensor]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
+from minituner.config.shipped import CONF_DIR
 from minituner.lora.inject import LoRAConfig
 from minituner.memory.activations import TrainingSetup
 from minituner.memory.footprint import BASE_DTYPE_BYTES
@@ -24,6 +25,11 @@ def model_shape_fields(model: DictConfig) -> dict:
 def model_config(cfg: DictConfig) -> MiniGPTConfig:
     """The ``MiniGPTConfig`` described by the ``model`` node."""
     return MiniGPTConfig(**model_shape_fields(cfg.model))
+
+
+def model_preset(name: str) -> MiniGPTConfig:
+    """The shape of the shipped model preset ``conf/model/<name>.yaml``."""
+    return MiniGPTConfig(**model_shape_fields(OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml")))
 
 
 def activation_checkpointing(cfg: DictConfig) -> bool:

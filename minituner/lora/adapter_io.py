@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from minituner.lora.inject import LAYERS_PATTERN, LoRAConfig, inject_lora
+from minituner.lora.inject import LAYERS_PATTERN, LoRAConfig, inject_lora, model_mlp
 from minituner.lora.layer import lora_layers
 from minituner.model.state_fit import fit_problems
 from minituner.store.artifacts import open_artifact, sha256_file, write_directory_atomic, write_json_atomic
@@ -118,8 +118,8 @@ def adapter_state_dict(model: nn.Module, bias: str = "none") -> dict[str, torch.
     return {k: v.contiguous().cpu() for k, v in state.items()}
 
 
-def adapter_config_dict(config: LoRAConfig, base_name: str, base_sha256: str) -> dict:
-    """``adapter_config.json`` content with PEFT's field names."""
+def adapter_config_dict(config: LoRAConfig, base_name: str, base_sha256: str, mlp: str = "gelu") -> dict:
+    """``adapter_config.json`` content with PEFT's field names (``mlp``: the model's MLP kind, for the presets)."""
     return {
         "peft_type": "LORA",
         "task_type": None,
@@ -129,7 +129,7 @@ def adapter_config_dict(config: LoRAConfig, base_name: str, base_sha256: str) ->
         "r": config.r,
         "lora_alpha": config.alpha,
         "lora_dropout": config.dropout,
-        "target_modules": config.expanded_targets(),
+        "target_modules": config.expanded_targets(mlp),
         "layers_to_transform": config.layers_to_transform,
         "layers_pattern": LAYERS_PATTERN if config.layers_to_transform is not None else None,
         "bias": config.bias,
@@ -155,7 +155,8 @@ def save_adapter(model: nn.Module, directory: Path, config: LoRAConfig, base_nam
 
     def fill(staging: Path) -> None:
         save_file(adapter_state_dict(model, config.bias), str(staging / WEIGHTS_FILE))
-        write_json_atomic(staging / CONFIG_FILE, adapter_config_dict(config, base_name, base_sha256))
+        config_dict = adapter_config_dict(config, base_name, base_sha256, model_mlp(model))
+        write_json_atomic(staging / CONFIG_FILE, config_dict)
 
     write_directory_atomic(directory, fill, "adapter")
     return sha256_file(directory / WEIGHTS_FILE)

@@ -13,12 +13,21 @@ from minituner.lora.layer import LoRALinear, lora_layers
 
 log = logging.getLogger(__name__)
 
-TARGET_PRESETS: dict[str, list[str]] = {
-    "attn_qv": ["q_proj", "v_proj"],
-    "attn": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "mlp": ["fc_in", "fc_out"],
-    "all_linear": ["q_proj", "k_proj", "v_proj", "o_proj", "fc_in", "fc_out"],
-}
+ATTENTION_LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+MLP_LINEARS = {"gelu": ["fc_in", "fc_out"], "swiglu": ["gate_proj", "up_proj", "down_proj"]}
+
+
+def target_presets(mlp: str = "gelu") -> dict[str, list[str]]:
+    """The ``target_modules`` presets, as module names of a model whose MLP is ``mlp``."""
+    return {
+        "attn_qv": ["q_proj", "v_proj"],
+        "attn": list(ATTENTION_LINEARS),
+        "mlp": list(MLP_LINEARS[mlp]),
+        "all_linear": ATTENTION_LINEARS + MLP_LINEARS[mlp],
+    }
+
+
+TARGET_PRESETS = target_presets()
 BIAS_MODES = ("none", "lora_only", "all")
 LAYERS_PATTERN = "blocks"  # MiniGPT's ModuleList of transformer blocks
 
@@ -88,10 +97,10 @@ class LoRAConfig:
                 found.append(f"lora.target_modules={self.target_modules!r} is not a valid regex: {error}")
         return found
 
-    def expanded_targets(self) -> str | list[str]:
-        """Presets replaced by their module-name lists; lists and regexes as given."""
+    def expanded_targets(self, mlp: str = "gelu") -> str | list[str]:
+        """Presets replaced by their module names (in a model whose MLP is ``mlp``); lists and regexes as given."""
         if isinstance(self.target_modules, str):
-            preset = TARGET_PRESETS.get(self.target_modules)
+            preset = target_presets(mlp).get(self.target_modules)
             return list(preset) if preset else self.target_modules
         return list(self.target_modules)
 
@@ -116,6 +125,11 @@ def matches_target(name: str, targets: str | list[str]) -> bool:
     return any(name == t or name.endswith(f".{t}") for t in targets)
 
 
+def model_mlp(model: nn.Module) -> str:
+    """The MLP kind of a MiniGPT (``gelu`` for any other module)."""
+    return getattr(getattr(model, "config", None), "mlp", "gelu")
+
+
 def select_targets(model: nn.Module, config: LoRAConfig) -> list[str]:
     """Names of the linear modules that ``config`` adapts.
 
@@ -123,7 +137,7 @@ def select_targets(model: nn.Module, config: LoRAConfig) -> list[str]:
         ValueError: Nothing matched (the error lists the linear modules that exist), or a
             matched module is not a linear layer.
     """
-    targets = config.expanded_targets()
+    targets = config.expanded_targets(model_mlp(model))
     linear_names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head"]
     chosen = []
     for name, module in model.named_modules():

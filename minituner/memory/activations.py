@@ -15,14 +15,19 @@ statistics are fp32):
 * embedding: the token and position ids, when the table trains;
 * dropout (p > 0, input needs a gradient): a mask of the input's size (CPU: in its dtype);
 * LayerNorm: its input, a mean and a reciprocal std per token (any of input, weight, bias needing a gradient);
+* RMSNorm (the CPU's composite): its input in fp32 (a copy for a half-precision input), one reciprocal
+  rms per token and, when its weight trains, the normalised input (fp32); CUDA's fused kernel: the
+  input and the reciprocal rms;
 * linear: its input, when its weight trains (the weight itself is a parameter);
 * a quantized linear: nothing (it re-dequantizes its codes in backward);
 * LoRA: the (dropped-out, fp32) input of ``lora_A`` and the rank-r input of ``lora_B``;
-* GELU: its input;
+* GELU: its input; SwiGLU: the gate's pre-activation, and each factor of ``silu(gate) * up`` for the
+  other's gradient;
 * attention (``sdpa``, the fused kernel): q, k, v, its output and a log-sum-exp per head and
   token (fp32); with attention dropout in training the CPU falls back to the math path, which
   keeps fp32 copies of q, k, v and three (T x T) maps per head; ``eager`` attention keeps q, k,
-  v, the softmax map and its dropout mask;
+  v (k and v repeated per query head under grouped-query attention), the softmax map and its
+  dropout mask;
 * the loss: the log-softmax (fp32, tokens x vocabulary), the targets and one scalar.
 
 With activation checkpointing each block keeps only its input; its inside is recomputed in
@@ -148,7 +153,9 @@ class _Mirror:
             self.tape.save_new(x.numel, 1 if self.setup.device == "cuda" else x.itemsize)
         return self.tape.new(x.numel, x.itemsize, x.requires_grad)
 
-    def layer_norm(self, x: _Value) -> _Value:
+    def norm(self, x: _Value) -> _Value:
+        if self.config.norm == "rmsnorm":
+            return self.rms_norm(x)
         weight, bias = self.norm_trains()
         if x.requires_grad or weight or bias:
             self.tape.save(x)
@@ -156,6 +163,19 @@ class _Mirror:
             self.tape.save_new(self.tokens, stat_bytes)  # mean
             self.tape.save_new(self.tokens, stat_bytes)  # reciprocal std
         return self.tape.new(x.numel, x.itemsize, x.requires_grad or weight or bias)
+
+    def rms_norm(self, x: _Value) -> _Value:
+        """RMSNorm: the CPU's composite saves the fp32 input, 1/rms per token and, for the weight, the normalised x."""
+        weight = self.full
+        if x.requires_grad:
+            if self.setup.device == "cuda":  # the fused kernel: its input and the reciprocal rms
+                self.tape.save(x)
+            else:
+                self.tape.save(x if x.itemsize == 4 else self.tape.new(x.numel, 4, True))  # upcast to fp32
+            self.tape.save_new(self.tokens, 4)
+            if weight and self.setup.device == "cpu":
+                self.tape.save_new(x.numel, 4)
+        return self.tape.new(x.numel, x.itemsize, x.requires_grad or weight)
 
     def linear(self, x: _Value, name: str, out_features: int) -> _Value:
         if name in self.adapted:
@@ -187,7 +207,7 @@ class _Mirror:
                 self.tape.save(value)
             out = self.activation(config.d_model, True)
             self.tape.save(out)  # the kernel's output, also o_proj's input (same storage)
-            self.tape.save_new(self.tokens * config.n_head, 4)  # log-sum-exp per (batch, head, token)
+            self.tape.save_new(self.tokens * config.n_head, 4)  # log-sum-exp per (batch, query head, token)
             return out
         return self.unfused_attention(q, k, v)
 
@@ -195,8 +215,10 @@ class _Mirror:
         """softmax(q k^T) v in separate operations: ``eager``, or the CPU's math path (fp32 copies) under dropout."""
         config, setup = self.config, self.setup
         math_path = setup.attention == "sdpa"
-        if math_path:  # q and k scaled, v made contiguous: fp32 copies the products save
-            q, k, v = (self.tape.new(x.numel, 4, x.requires_grad) for x in (q, k, v))
+        if math_path:  # q and k scaled, v made contiguous (all heads): fp32 copies the products save
+            q, k, v = (self.tape.new(self.tokens * config.d_model, 4, x.requires_grad) for x in (q, k, v))
+        elif config.kv_heads != config.n_head:  # eager grouped-query attention repeats k and v per query head
+            k, v = (self.tape.new(self.tokens * config.d_model, x.itemsize, x.requires_grad) for x in (k, v))
         map_bytes = 4 if math_path else setup.base_bytes
         maps = self.batch * config.n_head * (self.tokens // self.batch) ** 2  # (B, H, T, T)
         if k.requires_grad:
@@ -218,21 +240,38 @@ class _Mirror:
 
     def block(self, x: _Value, index: int) -> _Value:
         config = self.config
-        prefix = f"blocks.{index}"
-        h = self.layer_norm(x)
+        prefix, kv_width = f"blocks.{index}", config.kv_heads * config.head_dim
+        h = self.norm(x)
         q = self.linear(h, f"{prefix}.attn.q_proj", config.d_model)
-        k = self.linear(h, f"{prefix}.attn.k_proj", config.d_model)
-        v = self.linear(h, f"{prefix}.attn.v_proj", config.d_model)
+        k = self.linear(h, f"{prefix}.attn.k_proj", kv_width)
+        v = self.linear(h, f"{prefix}.attn.v_proj", kv_width)
         y = self.attention(q, k, v)
         y = self.dropout(self.linear(y, f"{prefix}.attn.o_proj", config.d_model), config.dropout)
         x = self.activation(config.d_model, x.requires_grad or y.requires_grad)  # x + attn
-        h = self.layer_norm(x)
-        hidden = self.linear(h, f"{prefix}.mlp.fc_in", config.d_ff)
+        h = self.norm(x)
+        y = self.swiglu(h, prefix) if config.mlp == "swiglu" else self.gelu_mlp(h, prefix)
+        y = self.dropout(y, config.dropout)
+        return self.activation(config.d_model, x.requires_grad or y.requires_grad)  # x + mlp
+
+    def gelu_mlp(self, h: _Value, prefix: str) -> _Value:
+        hidden = self.linear(h, f"{prefix}.mlp.fc_in", self.config.d_ff)
         if hidden.requires_grad:
             self.tape.save(hidden)  # GELU's input
-        hidden = self.activation(config.d_ff, hidden.requires_grad)
-        y = self.dropout(self.linear(hidden, f"{prefix}.mlp.fc_out", config.d_model), config.dropout)
-        return self.activation(config.d_model, x.requires_grad or y.requires_grad)  # x + mlp
+        hidden = self.activation(self.config.d_ff, hidden.requires_grad)
+        return self.linear(hidden, f"{prefix}.mlp.fc_out", self.config.d_model)
+
+    def swiglu(self, h: _Value, prefix: str) -> _Value:
+        gate = self.linear(h, f"{prefix}.mlp.gate_proj", self.config.d_ff)
+        if gate.requires_grad:
+            self.tape.save(gate)  # SiLU's input
+        gate = self.activation(self.config.d_ff, gate.requires_grad)
+        up = self.linear(h, f"{prefix}.mlp.up_proj", self.config.d_ff)
+        if gate.requires_grad:
+            self.tape.save(up)  # silu(gate) * up: each factor for the other's gradient
+        if up.requires_grad:
+            self.tape.save(gate)
+        hidden = self.activation(self.config.d_ff, gate.requires_grad or up.requires_grad)
+        return self.linear(hidden, f"{prefix}.mlp.down_proj", self.config.d_model)
 
     def forward(self) -> None:
         config, tape = self.config, self.tape
@@ -249,7 +288,7 @@ class _Mirror:
                 tape.save(x)  # the checkpoint keeps the block's input and recomputes the rest
                 x = self.activation(config.d_model, True)
         tape.part = "head and loss"
-        h = self.layer_norm(x)
+        h = self.norm(x)
         if self.full:  # the tied LM head trains
             tape.save(h)
         tape.save_new(self.tokens * config.vocab_size, 4)  # log-softmax, fp32

@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass, replace
 
 from minituner.lora.inject import LoRAConfig
 from minituner.memory.activations import TrainingSetup, saved_activations
-from minituner.memory.shapes import adapted_linears, block_linears
-from minituner.model.minigpt import MiniGPTConfig
+from minituner.memory.peak import step_peak
+from minituner.memory.shapes import adapted_linears, block_linears, norm_tensors
+from minituner.model.minigpt import MiniGPTConfig, count_parameters
 from minituner.quant.codecs import NF4_BLOCK, scale_block_size
 
 PRECISIONS = ("fp32", "fp16_mixed", "bf16_true")
@@ -49,6 +50,8 @@ class Footprint:
     activations: int
     activations_checkpointed: int
     rule_of_thumb_activations: int
+    peak: int
+    peak_checkpointed: int
 
     @property
     def total(self) -> int:
@@ -133,15 +136,38 @@ def predict(
         attention=attention,
         device=device,
     )
+    buckets = {
+        "weights": frozen_bytes + trainable * weight_bytes,
+        "grads": trainable * grad_bytes,
+        "adam": moment_bytes * trainable + ADAM_STEP_BYTES * tensors,
+    }
+    largest = _largest_trainable_numel(config, lora) * grad_bytes
     return Footprint(
         label=label,
         trainable_params=trainable,
         frozen_params=frozen,
-        weights=frozen_bytes + trainable * weight_bytes,
-        grads=trainable * grad_bytes,
-        adam=moment_bytes * trainable + ADAM_STEP_BYTES * tensors,
+        **buckets,
         **_activation_buckets(config, setup, batch_size, seq_len),
+        **_peaks(config, setup, (batch_size, seq_len), buckets, largest, trainable),
     )
+
+
+def _peaks(
+    config: MiniGPTConfig, setup: TrainingSetup, batch: tuple[int, int], buckets: dict, largest: int, trainable: int
+) -> dict[str, int]:
+    """The predicted step peak without and with activation checkpointing."""
+    return {
+        name: step_peak(
+            config,
+            replace(setup, checkpointing=checkpointing),
+            batch,
+            held=buckets["weights"] + buckets["adam"],
+            grads=buckets["grads"],
+            largest_trainable_bytes=largest,
+            trainable_bytes_fp32=4 * trainable,
+        ).total
+        for name, checkpointing in (("peak", False), ("peak_checkpointed", True))
+    }
 
 
 def _parameters(
@@ -149,10 +175,8 @@ def _parameters(
 ) -> tuple[int, int, int, int]:
     """Trainable and frozen parameter counts, the frozen parameters' bytes and the trainable tensor count."""
     linears = block_linears(config)
-    biases = config.n_layer * (5 * config.d_model + config.d_ff) if config.bias else 0
-    dense = config.vocab_size * config.d_model + config.block_size * config.d_model  # embeddings
-    dense += (2 * config.n_layer + 1) * 2 * config.d_model + biases  # LayerNorms and biases
     linear_weights = sum(o * i for o, i in linears.values())
+    dense = count_parameters(config) - linear_weights  # embeddings, LM head, norms and biases
     if lora is None:
         return dense + linear_weights, 0, 0, _dense_tensor_count(config) + len(linears) * (2 if config.bias else 1)
     adapted = adapted_linears(config, lora)
@@ -167,41 +191,50 @@ def _parameters(
     return trainable, frozen, frozen_bytes, 2 * len(adapted) + len(trained_biases)
 
 
+def _largest_trainable_numel(config: MiniGPTConfig, lora: LoRAConfig | None) -> int:
+    """Values of the largest trainable tensor: the embedding or a block linear, or an adapter matrix."""
+    linears = block_linears(config)
+    if lora is None:
+        return max(config.vocab_size * config.d_model, *(o * i for o, i in linears.values()))
+    return max(lora.r * max(linears[name]) for name in adapted_linears(config, lora))
+
+
 def _activation_buckets(config: MiniGPTConfig, setup: TrainingSetup, batch_size: int, seq_len: int) -> dict:
     """Saved activations with and without checkpointing, and the seeds' rule of thumb beside them."""
     batches = [(batch_size, seq_len)]
     return {
         "activations": saved_activations(config, setup, batches).total,
         "activations_checkpointed": saved_activations(config, replace(setup, checkpointing=True), batches).total,
-        "rule_of_thumb_activations": batch_size
+        "rule_of_thumb_activations": RULE_OF_THUMB_BYTES_PER_VALUE
+        * batch_size
         * seq_len
         * config.d_model
-        * config.n_layer
-        * RULE_OF_THUMB_BYTES_PER_VALUE,
+        * config.n_layer,
     }
 
 
 def _dense_tensor_count(config: MiniGPTConfig) -> int:
-    """Parameter tensors that are not block-linear weights or biases: embeddings and LayerNorms."""
-    return 2 + 2 * (2 * config.n_layer + 1)
+    """Parameter tensors that are not block-linear weights or biases: embeddings, the LM head, the norms."""
+    embeddings = 2 if config.tie_embeddings else 3
+    return embeddings + norm_tensors(config) * (2 * config.n_layer + 1)
 
 
 def _trained_bias_numels(config: MiniGPTConfig, lora: LoRAConfig, adapted: list[str]) -> list[int]:
     """Sizes of the bias vectors that ``lora.bias`` makes trainable.
 
     ``lora_only``: the biases of the adapted linears. ``all``: every bias of the model, the
-    LayerNorms' included (injection trains every parameter whose name ends in ``.bias``).
+    LayerNorms' included (injection trains every parameter whose name ends in ``.bias``; RMSNorm has none).
     """
     linears = block_linears(config)
     if lora.bias == "none":
         return []
     names = adapted if lora.bias == "lora_only" else list(linears)
     sizes = [linears[n][0] for n in names] if config.bias else []
-    if lora.bias == "all":
+    if lora.bias == "all" and config.norm == "layernorm":
         sizes += [config.d_model] * (2 * config.n_layer + 1)
     return sizes
 
 
 def fits(footprint: Footprint, memory_bytes: int) -> bool:
-    """Whether the predicted footprint fits in ``memory_bytes`` of device memory."""
-    return footprint.total <= memory_bytes
+    """Whether the predicted peak of a training step fits in ``memory_bytes`` of device memory."""
+    return footprint.peak <= memory_bytes

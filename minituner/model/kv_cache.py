@@ -21,7 +21,7 @@ from minituner.model.minigpt import MiniGPT
 
 @dataclass
 class KVCache:
-    """Keys and values per block, each (B, H, T, Dh); ``length`` = T."""
+    """Keys and values per block, each (B, kv heads, T, Dh); ``length`` = T."""
 
     keys: list[torch.Tensor | None] = field(default_factory=list)
     values: list[torch.Tensor | None] = field(default_factory=list)
@@ -39,9 +39,9 @@ class KVCache:
 
 
 def _split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
-    """(B, t, D) -> (B, H, t, Dh)."""
-    batch, new, d_model = t.shape
-    return t.view(batch, new, heads, d_model // heads).transpose(1, 2)
+    """(B, t, heads * Dh) -> (B, heads, t, Dh)."""
+    batch, new, width = t.shape
+    return t.view(batch, new, heads, width // heads).transpose(1, 2)
 
 
 @torch.no_grad()
@@ -61,14 +61,15 @@ def next_token_logits(model: MiniGPT, idx: torch.Tensor, cache: KVCache) -> torc
     for layer, block in enumerate(model.blocks):
         attn = block.attn
         h = block.ln_1(x)
-        q, k, v = (_split_heads(p(h), attn.n_head) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+        q = _split_heads(attn.q_proj(h), attn.n_head)
+        k, v = (_split_heads(p(h), attn.kv_heads) for p in (attn.k_proj, attn.v_proj))
         if cache.keys[layer] is not None:
             k = torch.cat([cache.keys[layer], k], dim=2)  # (B, H, T + t, Dh)
             v = torch.cat([cache.values[layer], v], dim=2)
         cache.keys[layer], cache.values[layer] = k, v
         # the new tokens see every cached one and, among themselves, only earlier ones
         mask = torch.ones(new, start + new, dtype=torch.bool, device=idx.device).tril(diagonal=start)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, t, Dh)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=attn.kv_heads != attn.n_head)
         x = x + attn.o_proj(y.transpose(1, 2).reshape(batch, new, -1))
         x = x + block.mlp(block.ln_2(x))
     cache.length = start + new

@@ -10,6 +10,10 @@ Design choices, stated once so that parameter counts and LoRA targeting are unam
   ``fc_in/fc_out``, so LoRA targets are plain module names.
 * Pre-LayerNorm blocks, learned absolute position embeddings, GELU MLP, causal attention
   through ``scaled_dot_product_attention``.
+* **LLaMA-shaped blocks on request**: ``mlp="swiglu"`` (``gate_proj``/``up_proj``/``down_proj``,
+  ``down(silu(gate(x)) * up(x))``), ``norm="rmsnorm"``, grouped-query attention with ``n_kv_head``
+  key/value heads, and ``tie_embeddings=False`` (a separate LM head). Positions stay learned (LLaMA
+  rotates q and k instead, with no parameters).
 """
 
 from __future__ import annotations
@@ -25,6 +29,11 @@ from torch.utils.checkpoint import checkpoint
 IGNORE_INDEX = -100
 """Target value that the loss skips (padding)."""
 
+MLP_KINDS = ("gelu", "swiglu")
+NORM_KINDS = ("layernorm", "rmsnorm")
+LLAMA_OPTIONS = {"mlp": "gelu", "norm": "layernorm", "n_kv_head": None, "tie_embeddings": True}
+RMS_NORM_EPS = 1e-5  # LLaMA 2 and 3
+
 
 @dataclass(frozen=True)
 class MiniGPTConfig:
@@ -39,6 +48,10 @@ class MiniGPTConfig:
         d_ff: Hidden width of the MLP.
         dropout: Dropout on embeddings, attention and residual branches.
         bias: Whether the attention and MLP linears carry bias vectors.
+        mlp: ``gelu`` (``fc_in``/``fc_out``) or ``swiglu`` (``gate_proj``/``up_proj``/``down_proj``).
+        norm: ``layernorm`` or ``rmsnorm`` (no bias, as LLaMA's).
+        n_kv_head: Key/value heads (grouped-query attention); None: ``n_head``. Must divide ``n_head``.
+        tie_embeddings: The LM head is the token embedding (one tensor); false: a separate head.
     """
 
     vocab_size: int = 259
@@ -49,10 +62,32 @@ class MiniGPTConfig:
     d_ff: int = 256
     dropout: float = 0.0
     bias: bool = True
+    mlp: str = "gelu"
+    norm: str = "layernorm"
+    n_kv_head: int | None = None
+    tie_embeddings: bool = True
 
     def to_dict(self) -> dict:
-        """Plain-dict form, as stored in a base checkpoint's ``config.json``."""
-        return asdict(self)
+        """Plain-dict form, as stored in a base checkpoint's ``config.json`` and hashed into its cache key.
+
+        The LLaMA-shaped options appear only when they differ from their defaults, so a GPT-shaped
+        model's dict (and every base key made from it) does not depend on them.
+        """
+        fields = asdict(self)
+        for key, default in LLAMA_OPTIONS.items():
+            if fields[key] == default:
+                del fields[key]
+        return fields
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: ``n_kv_head``, or ``n_head`` without grouped-query attention."""
+        return self.n_kv_head or self.n_head
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.d_model // self.n_head
 
     @classmethod
     def problems(cls, fields: object, prefix: str = "") -> list[str]:
@@ -88,24 +123,44 @@ class MiniGPTConfig:
                 f"{prefix}n_head={n_head} does not divide {prefix}d_model={d_model}: "
                 f"allowed n_head values are {divisors}"
             )
+        problems += cls._llama_problems(fields, prefix)
         dropout = fields.get("dropout", cls.dropout)
         if not isinstance(dropout, int | float) or isinstance(dropout, bool) or not 0 <= dropout < 1:
             problems.append(f"{prefix}dropout={dropout!r} is not allowed: must be in [0, 1)")
-        if not isinstance(fields.get("bias", cls.bias), bool):
-            problems.append(f"{prefix}bias={fields['bias']!r} is not allowed: must be true or false")
+        for key in ("bias", "tie_embeddings"):
+            if not isinstance(fields.get(key, getattr(cls, key)), bool):
+                problems.append(f"{prefix}{key}={fields[key]!r} is not allowed: must be true or false")
+        return problems
+
+    @classmethod
+    def _llama_problems(cls, fields: dict, prefix: str) -> list[str]:
+        problems = [
+            f"{prefix}{key}={fields[key]!r} is not allowed: must be one of {list(choices)}"
+            for key, choices in (("mlp", MLP_KINDS), ("norm", NORM_KINDS))
+            if fields.get(key, getattr(cls, key)) not in choices
+        ]
+        kv_heads, n_head = fields.get("n_kv_head"), fields.get("n_head", cls.n_head)
+        if kv_heads is not None and (
+            not isinstance(kv_heads, int) or isinstance(kv_heads, bool) or kv_heads <= 0 or n_head % kv_heads
+        ):
+            divisors = [h for h in range(1, n_head + 1) if isinstance(n_head, int) and n_head % h == 0]
+            problems.append(
+                f"{prefix}n_kv_head={kv_heads!r} is not allowed: must divide {prefix}n_head={n_head} "
+                f"({divisors}) or be null"
+            )
         return problems
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with separate q/k/v/o projections."""
+    """Multi-head causal self-attention with separate q/k/v/o projections (k and v: ``kv_heads`` heads)."""
 
     def __init__(self, config: MiniGPTConfig):
         super().__init__()
-        d, bias = config.d_model, config.bias
-        self.n_head = config.n_head
+        d, bias, kv_width = config.d_model, config.bias, config.kv_heads * config.head_dim
+        self.n_head, self.kv_heads = config.n_head, config.kv_heads
         self.q_proj = nn.Linear(d, d, bias=bias)
-        self.k_proj = nn.Linear(d, d, bias=bias)
-        self.v_proj = nn.Linear(d, d, bias=bias)
+        self.k_proj = nn.Linear(d, kv_width, bias=bias)
+        self.v_proj = nn.Linear(d, kv_width, bias=bias)
         self.o_proj = nn.Linear(d, d, bias=bias)
         self.dropout = config.dropout
         self.resid_drop = nn.Dropout(config.dropout)
@@ -114,12 +169,20 @@ class CausalSelfAttention(nn.Module):
         batch, seq, d_model = x.shape
         head_dim = d_model // self.n_head
 
-        def split_heads(t: torch.Tensor) -> torch.Tensor:
-            # (B, T, D) -> (B, H, T, D/H)
-            return t.view(batch, seq, self.n_head, head_dim).transpose(1, 2)
+        def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+            # (B, T, heads * Dh) -> (B, heads, T, Dh)
+            return t.view(batch, seq, heads, head_dim).transpose(1, 2)
 
-        q, k, v = split_heads(self.q_proj(x)), split_heads(self.k_proj(x)), split_heads(self.v_proj(x))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        q = split_heads(self.q_proj(x), self.n_head)
+        k, v = split_heads(self.k_proj(x), self.kv_heads), split_heads(self.v_proj(x), self.kv_heads)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            is_causal=True,
+            dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.kv_heads != self.n_head,  # each key/value head serves n_head / kv_heads query heads
+        )
         # (B, H, T, D/H) -> (B, T, D)
         y = y.transpose(1, 2).contiguous().view(batch, seq, d_model)
         return self.resid_drop(self.o_proj(y))
@@ -138,15 +201,36 @@ class MLP(nn.Module):
         return self.drop(self.fc_out(F.gelu(self.fc_in(x))))
 
 
-class Block(nn.Module):
-    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+class SwiGLU(nn.Module):
+    """LLaMA's gated feed-forward network: ``down(silu(gate(x)) * up(x))``."""
 
     def __init__(self, config: MiniGPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.d_model)
+        self.gate_proj = nn.Linear(config.d_model, config.d_ff, bias=config.bias)
+        self.up_proj = nn.Linear(config.d_model, config.d_ff, bias=config.bias)
+        self.down_proj = nn.Linear(config.d_ff, config.d_model, bias=config.bias)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x)))
+
+
+def make_norm(config: MiniGPTConfig) -> nn.Module:
+    """The block's normalisation: LayerNorm (weight and bias) or RMSNorm (weight only)."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.d_model, eps=RMS_NORM_EPS)
+    return nn.LayerNorm(config.d_model)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: MiniGPTConfig):
+        super().__init__()
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.d_model)
-        self.mlp = MLP(config)
+        self.ln_2 = make_norm(config)
+        self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))
@@ -158,8 +242,9 @@ class MiniGPT(nn.Module):
 
     def __init__(self, config: MiniGPTConfig):
         super().__init__()
-        if config.d_model % config.n_head != 0:
-            raise ValueError(f"model.n_head={config.n_head} must divide model.d_model={config.d_model}")
+        problems = MiniGPTConfig.problems(config.to_dict(), prefix="model.")
+        if problems:
+            raise ValueError("; ".join(problems))
         self.config = config
         # Recompute each block in backward instead of keeping what it saves (a training-time choice,
         # not part of the shape: set by the run, never stored with a base).
@@ -168,13 +253,14 @@ class MiniGPT(nn.Module):
         self.pos_emb = nn.Embedding(config.block_size, config.d_model)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.d_model)
+        self.ln_f = make_norm(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        self.lm_head.weight = self.tok_emb.weight  # tied: one tensor, counted and stored once
+        if config.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight  # tied: one tensor, counted and stored once
         self.apply(self._init_weights)
         # GPT-2's scaled init of the projections that write into the residual stream.
         for name, param in self.named_parameters():
-            if name.endswith(("o_proj.weight", "fc_out.weight")):
+            if name.endswith(("o_proj.weight", "fc_out.weight", "down_proj.weight")):
                 nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     @staticmethod
@@ -223,14 +309,17 @@ class MiniGPT(nn.Module):
 def count_parameters(config: MiniGPTConfig) -> int:
     """Parameter count of a MiniGPT computed from its shape alone (no model built).
 
-    Per block: 4 attention linears (d*d [+ d]), fc_in (d*ff [+ ff]), fc_out (ff*d [+ d]) and two
-    LayerNorms (2*d each). Plus token and position embeddings and the final LayerNorm; the LM
-    head is tied to the token embedding and adds nothing.
+    Per block: q/o projections (d*d [+ d]), k/v projections (d*kv [+ kv], kv = kv_heads * head_dim),
+    the MLP (GELU: d*ff [+ ff] + ff*d [+ d]; SwiGLU: two d*ff [+ ff] and one ff*d [+ d]) and two norms
+    (LayerNorm 2*d, RMSNorm d). Plus token and position embeddings, the final norm and, untied, the LM head.
     """
     d, ff, b = config.d_model, config.d_ff, int(config.bias)
-    attention = 4 * (d * d + b * d)
+    kv = config.kv_heads * config.head_dim
+    attention = 2 * (d * d + b * d) + 2 * (d * kv + b * kv)
     mlp = (d * ff + b * ff) + (ff * d + b * d)
-    layer_norms = 2 * (2 * d)
-    per_block = attention + mlp + layer_norms
-    embeddings = config.vocab_size * d + config.block_size * d
-    return config.n_layer * per_block + embeddings + 2 * d
+    if config.mlp == "swiglu":
+        mlp += d * ff + b * ff
+    norm = 2 * d if config.norm == "layernorm" else d
+    per_block = attention + mlp + 2 * norm
+    embeddings = config.vocab_size * d * (1 if config.tie_embeddings else 2) + config.block_size * d
+    return config.n_layer * per_block + embeddings + norm

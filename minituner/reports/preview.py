@@ -142,7 +142,7 @@ def _memory_section(r: dict) -> str:
     half, memory, scale = r["half_dtype"], r["memory"], r["scale"]
     lora_row, qlora_row = memory[f"LoRA ({half} base)"], memory[f"QLoRA (NF4 + {half} base)"]
     saved_mib = (lora_row["total"] - qlora_row["total"]) / MIB
-    saved_gib = (scale["lora_total"] - scale["qlora_total"]) / GIB
+    saved_gib = (scale["lora_peak"] - scale["qlora_peak"]) / GIB
     exact = all(row["predicted_equals_measured"] for row in memory.values())
     fp32_ratio = memory["QLoRA (NF4 base)"]["total"] / memory["LoRA (fp32 base)"]["total"]
     return f"""## D. Memory: LoRA on the {half} base vs QLoRA on the NF4 base
@@ -159,8 +159,10 @@ upper rows ran 3 steps (for their step-2 memory), the last is part C's epoch; al
 The lab's two rows, QLoRA (NF4 + {half}) / LoRA ({half} base) tensor total:
 **{qlora_row["total"] / lora_row["total"]:.3f}** (on the fp32 base: {fp32_ratio:.3f}).
 Absolute savings at MiniGPT scale are **{saved_mib:.3f} MiB**; at 7B scale (`{scale["model"]}`, fp16 mixed
-precision, same adapters) the same recipe would save **{saved_gib:.2f} GiB**
-({scale["lora_total"] / GIB:.2f} GiB -> {scale["qlora_total"] / GIB:.2f} GiB, from `minituner.memory.footprint`).
+precision, same adapters, batch {scale["batch"][0]} x {scale["batch"][1]} tokens on a GPU) the same recipe would
+save **{saved_gib:.2f} GiB** of the predicted step peak ({scale["lora_peak"] / GIB:.2f} GiB ->
+{scale["qlora_peak"] / GIB:.2f} GiB: weights, gradients, Adam, the activations autograd saves and the largest
+transient, from `minituner.memory`).
 """
 
 

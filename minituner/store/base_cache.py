@@ -9,7 +9,7 @@ settings, the pre-training recipe, the seed and the trainer limits that cut trai
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -177,9 +177,9 @@ def load_base(directory: Path, expected: MiniGPTConfig | None = None) -> LoadedB
     stored = _stored_config(directory, metadata)
     if expected is not None and stored != expected:
         diffs = [
-            f"model.{k}: base has {v!r}, config asks {expected.to_dict()[k]!r}"
-            for k, v in stored.to_dict().items()
-            if expected.to_dict()[k] != v
+            f"model.{k}: base has {v!r}, config asks {getattr(expected, k)!r}"
+            for k, v in asdict(stored).items()
+            if getattr(expected, k) != v
         ]
         raise BaseCheckpointError(f"base {directory} does not match the model config: " + "; ".join(diffs))
     digest = sha256_file(directory / WEIGHTS_FILE)

@@ -9,7 +9,9 @@ import torch
 
 from minituner.apps.runner import run_app
 from minituner.config.nodes import model_config
-from minituner.memory.footprint import predict
+from minituner.lora.inject import LoRAConfig
+from minituner.memory.fit import fit_limits
+from minituner.memory.footprint import fits, predict
 from minituner.model.minigpt import MiniGPT
 from tests.helpers import compose_config
 
@@ -24,9 +26,14 @@ def test_count_writes_table_plot_and_report(tmp_path):
     report = (tmp_path / "count" / "REPORT.md").read_text()
     assert "What fraction of the parameters does LoRA r=8 train?" in report and "16.70%" in report
     assert "QLoRA r=8" in done.stdout
+    for row in rows:  # the activation model's figures beside the rule of thumb, and the fit solver's answers
+        assert row["activations_checkpointed"] < row["activations"] and row["rule_of_thumb_activations"] > 0
+        assert row["peak_checkpointed"] <= row["peak"]
+        assert row["fit"]["max_batch_checkpointed"] >= row["fit"]["max_batch"] > 0
+    assert "Will it fit 24 GiB?" in report and "rule of thumb" in report
 
 
-@pytest.mark.parametrize("preset", ["minigpt", "gpt2_like", "llama7b_like"])
+@pytest.mark.parametrize("preset", ["minigpt", "gpt2_like", "llama2_7b", "llama3_8b", "llama_small"])
 def test_preset_counts_equal_the_instantiated_model(tmp_path, preset):
     """Instantiated on the meta device: the real module tree, no memory."""
     shape = model_config(compose_config([f"model={preset}", "regime=full"], tmp_path))
@@ -35,8 +42,33 @@ def test_preset_counts_equal_the_instantiated_model(tmp_path, preset):
     assert predict(shape, "full").trainable_params == model.num_parameters()
 
 
-def test_llama7b_like_is_about_seven_billion_and_fits_only_with_lora(tmp_path):
-    shape = model_config(compose_config(["model=llama7b_like"], tmp_path))
+@pytest.mark.parametrize(("preset", "llama_parameters"), [("llama2_7b", 6_738_415_616), ("llama3_8b", 8_030_261_248)])
+def test_llama_presets_have_the_real_models_parameters_and_fit_only_with_lora(tmp_path, preset, llama_parameters):
+    shape = model_config(compose_config([f"model={preset}"], tmp_path))
     full = predict(shape, "full", precision="fp16_mixed")
-    assert 6.5e9 < full.trainable_params < 6.8e9
-    assert full.total > 24 * 2**30
+    positions = shape.block_size * shape.d_model  # MiniGPT's learned position table; Llama has none
+    assert full.trainable_params - positions == llama_parameters
+    assert full.peak > 80 * 2**30 and not fits(full, 80 * 2**30)
+    qlora = predict(shape, "qlora", lora=LoRAConfig(r=8), quant="nf4_dq", precision="fp16_mixed", batch_size=1)
+    assert fits(qlora, 24 * 2**30)
+
+
+def test_the_fit_solver_finds_the_edge_of_the_memory(tmp_path):
+    shape = model_config(compose_config(["model=llama2_7b"], tmp_path))
+    settings = {"lora": LoRAConfig(r=8), "quant": "nf4_dq", "precision": "bf16_true", "device": "cuda"}
+    gib24 = 24 * 2**30
+    limits = fit_limits(shape, gib24, batch_size=1, seq_len=2048, **settings)
+    largest, checkpointed = limits["max_batch"], limits["max_batch_checkpointed"]
+    assert 0 < largest < checkpointed
+    assert predict(shape, "x", batch_size=largest, seq_len=2048, **settings).peak <= gib24
+    assert predict(shape, "x", batch_size=largest + 1, seq_len=2048, **settings).peak > gib24
+    assert limits["max_seq_checkpointed"] == shape.block_size  # a whole context fits at batch 1
+    assert fit_limits(shape, 2**30, batch_size=1, seq_len=2048, **settings)["max_batch"] == 0  # weights alone: > 1 GiB
+
+
+def test_eager_attention_keeps_the_attention_maps(tmp_path):
+    shape = model_config(compose_config(["model=llama2_7b"], tmp_path))
+    common = {"lora": LoRAConfig(r=8), "precision": "bf16_true", "device": "cuda", "batch_size": 1, "seq_len": 2048}
+    sdpa, eager = predict(shape, "x", **common), predict(shape, "x", attention="eager", **common)
+    maps = shape.n_layer * shape.n_head * 2048 * 2048 * 2  # one bf16 softmax map per layer and head
+    assert eager.activations - sdpa.activations == pytest.approx(maps, rel=0.02)

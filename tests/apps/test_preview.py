@@ -73,7 +73,7 @@ def test_preview_runs_end_to_end_and_caches_base_and_reference(tmp_path):
         for m in ("quantized", "full_precision")
     )
     assert "| merged into the NF4 weights, re-quantized (PEFT's way) |" in report
-    assert cold["scale"]["lora_total"] - cold["scale"]["qlora_total"] > 8 * 2**30  # 7B: NF4 saves > 8 GiB
+    assert cold["scale"]["lora_peak"] - cold["scale"]["qlora_peak"] > 8 * 2**30  # 7B: NF4 saves > 8 GiB
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["base"]["sha256"] == sha256_file(Path(cold["base"]["path"]) / "model.safetensors")
     adapter = manifest["artifacts"]["qlora_adapter"]

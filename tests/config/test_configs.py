@@ -32,7 +32,7 @@ def test_every_option_composes_and_instantiates(make_cfg, group, option):
             validate_config(cfg)  # refused up front, not by Lightning mid-setup
     else:
         validate_config(cfg)
-    with torch.device("meta"):  # the module tree without memory: llama7b_like would need 26 GB
+    with torch.device("meta"):  # the module tree without memory: llama3_8b would need 32 GB
         MiniGPT(model_config(cfg))
     datamodule = instantiate(cfg.data)
     assert datamodule.batch_size == cfg.regime.batch_size

@@ -285,3 +285,17 @@ def test_the_cli_prints_the_table_and_exits_2_on_bad_input_with_nothing_written(
     bad = run_app("generate", f"hydra.run.dir={tmp_path}/bad", *common, "prompt=go", "top_p=2")
     assert bad.returncode == 2 and "top_p=2 is not allowed" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_kv_cache_serves_llama_shaped_blocks():
+    torch.manual_seed(0)
+    config = MiniGPTConfig(mlp="swiglu", norm="rmsnorm", n_kv_head=2, bias=False, tie_embeddings=False)
+    model = MiniGPT(config).eval()
+    ids = encoded(["go: yesterday she"] * 2)
+    settings = SamplingSettings(max_new_tokens=12)
+    cached_logits, full_logits = [], []
+    cached = generate_batch(model, ids, settings, use_cache=True, step_logits=cached_logits)
+    full = generate_batch(model, ids, settings, use_cache=False, step_logits=full_logits)
+    assert [g.tokens for g in cached] == [g.tokens for g in full]
+    for a, b in zip(cached_logits, full_logits, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4 * b.abs().max().item(), rtol=0)

@@ -16,7 +16,8 @@ from minituner.model.minigpt import MiniGPT, MiniGPTConfig
 from minituner.quant.linear import quantize_model
 from tests.helpers import TINY_SHAPE
 
-SHAPES = {"tiny": MiniGPTConfig(**TINY_SHAPE), "minigpt": MiniGPTConfig()}
+LLAMA_SHAPED = {"mlp": "swiglu", "norm": "rmsnorm", "n_kv_head": 2, "bias": False, "tie_embeddings": False}
+SHAPES = {"tiny": MiniGPTConfig(**TINY_SHAPE), "minigpt": MiniGPTConfig(), "llama": MiniGPTConfig(**LLAMA_SHAPED)}
 REGIMES = {  # name -> (lora, quant scheme, base dtype)
     "full": (None, "none", torch.float32),
     "lora_mlp": (LoRAConfig(r=4, target_modules="mlp"), "none", torch.float32),
@@ -60,7 +61,7 @@ def test_predicted_saved_activations_equal_the_measured(shape, regime, dropout, 
     if lora is None and lora_dropout:
         pytest.skip("full fine-tuning has no LoRA dropout")
     lora = lora and dataclasses.replace(lora, dropout=lora_dropout)
-    if lora and lora.layers_to_transform and shape == "minigpt":
+    if lora and lora.layers_to_transform and shape != "tiny":
         lora = dataclasses.replace(lora, layers_to_transform=[2])  # frozen blocks before and after it
     config = dataclasses.replace(SHAPES[shape], dropout=dropout)
     model = build(config, lora, quant, dtype)
@@ -74,11 +75,12 @@ def test_predicted_saved_activations_equal_the_measured(shape, regime, dropout, 
     "layers", [None, [2]]
 )  # [2]: blocks 0 and 1 train nothing and keep nothing, checkpointed or not
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
-def test_checkpointing_keeps_block_inputs_only_and_gives_the_same_gradients_bit_for_bit(lora, layers, dropout):
+@pytest.mark.parametrize("shape", ["minigpt", "llama"])
+def test_checkpointing_keeps_block_inputs_only_and_gives_the_same_gradients_bit_for_bit(lora, layers, dropout, shape):
     if layers and lora is None:
         pytest.skip("full fine-tuning trains every block")
     lora = lora and dataclasses.replace(lora, layers_to_transform=layers)
-    config = MiniGPTConfig(dropout=dropout)
+    config = dataclasses.replace(SHAPES[shape], dropout=dropout)
     plain = build(config, lora, "none", torch.float32)
     checkpointed = copy.deepcopy(plain)
     checkpointed.activation_checkpointing = True

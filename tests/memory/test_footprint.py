@@ -59,6 +59,10 @@ def test_mixed_precision_buckets_and_fit_check():
     assert full.weights == 6 * full.trainable_params and full.grads == 2 * full.trainable_params
     lora = predict(shape, "lora", lora=LoRAConfig(), precision="fp16_mixed")
     assert lora.weights == 2 * lora.frozen_params + 6 * lora.trainable_params
-    assert fits(lora, lora.total) and not fits(lora, lora.total - 1)
+    assert fits(lora, lora.peak) and not fits(lora, lora.peak - 1)
+    bf16 = predict(shape, "full", precision="bf16_true")
+    assert bf16.weights == bf16.grads == 2 * bf16.trainable_params
+    steps = full.adam - 8 * full.trainable_params  # one fp32 step per tensor, whatever the precision
+    assert bf16.adam == 4 * bf16.trainable_params + steps  # two bf16 moments
     with pytest.raises(ValueError, match="precision='fp8'"):
         predict(shape, "x", precision="fp8")
