@@ -62,10 +62,18 @@ def ladder(device: Device) -> dict[str, MiniGPTConfig]:
     return {name: dataclasses.replace(config, block_size=room) for name, config in shapes.items()}
 
 
-def measure(config: MiniGPTConfig, regime: str, batch_shape: tuple[int, int], steps: int, device: Device) -> dict:
+def measure(
+    config: MiniGPTConfig,
+    regime: str,
+    batch_shape: tuple[int, int],
+    steps: int,
+    device: Device,
+    checkpointing: bool = False,
+) -> dict:
     """Step time, tokens/s and peak memory of one (shape, regime, batch), with the calculator's prediction."""
     batch_size, seq = batch_shape
     model = build(config, regime, device)
+    model.activation_checkpointing = checkpointing
     batch = fixed_batch(batch_size, seq, device)
     times = plain_loop(model, batch, 1, steps, device)
     optimizer = optimizer_for(model)
@@ -94,6 +102,7 @@ def measure(config: MiniGPTConfig, regime: str, batch_shape: tuple[int, int], st
         seq_len=seq,
         device="cuda" if device.is_cuda else "cpu",
     )
+    predicted_peak = predicted.peak_checkpointed if checkpointing else predicted.peak
     median = statistics.median(times)
     exact = predicted.total - predicted.activations  # weights, gradients and Adam: the ledger matches these
     per_value = batch_size * seq * config.d_model * config.n_layer  # residual values over all layers
@@ -101,10 +110,10 @@ def measure(config: MiniGPTConfig, regime: str, batch_shape: tuple[int, int], st
         "median_step_s": round(median, 5),
         "tokens_per_s": round(batch_size * seq / median, 1),
         "peak_memory_bytes": peak,
-        "predicted_peak_bytes": predicted.peak,
-        "predicted_peak_ratio": round(predicted.peak / peak, 4),
+        "predicted_peak_bytes": predicted_peak,
+        "predicted_peak_ratio": round(predicted_peak / peak, 4),
         "saved_activations_bytes": saved,
-        "predicted_activations_bytes": predicted.activations,
+        "predicted_activations_bytes": predicted.activations_checkpointed if checkpointing else predicted.activations,
         "rule_of_thumb_activations_bytes": predicted.rule_of_thumb_activations,
         "predicted_bytes": predicted.total,
         "predicted_without_activations_bytes": exact,
@@ -237,10 +246,24 @@ def report(result: dict) -> str:
         "(predicted)",
         "rule of thumb MiB",
     ]
+    fits = result["fits"]
+    exponents = [
+        [what, *(fits[sweep][regime][key] for regime in REGIMES)]
+        for what, sweep, key in (
+            (f"step time vs parameters ({', '.join(fits['sizes_fit_over'])})", "sizes", "step_time"),
+            ("peak memory vs parameters, measured", "sizes", "peak_memory"),
+            ("peak memory vs parameters, predicted", "sizes", "predicted_memory"),
+            (f"step time vs tokens per sequence (at {result['seq_shape']})", "seq_lengths", "step_time"),
+            ("peak memory vs tokens per sequence, measured", "seq_lengths", "peak_memory"),
+            ("peak memory vs tokens per sequence, predicted", "seq_lengths", "predicted_memory"),
+        )
+    ]
     return (
         f"Batch {result['batch']['sequences']} sequences; peak = what the step holds before it plus the most "
         f"allocated at once during it. Predicted / measured peak ranges over {min(ratios)}..{max(ratios)}.\n\n"
         + markdown_table(header, rows)
+        + "\n\nExponents k of cost ~ x^k (least squares on log-log):\n\n"
+        + markdown_table(["exponent", *REGIMES], exponents)
     )
 
 
