@@ -148,12 +148,12 @@ def predict(
         frozen_params=frozen,
         **buckets,
         **_activation_buckets(config, setup, batch_size, seq_len),
-        **_peaks(config, setup, (batch_size, seq_len), buckets, largest, trainable),
+        **_peaks(config, setup, (batch_size, seq_len), buckets, largest, moment_bytes // 2 * trainable),
     )
 
 
 def _peaks(
-    config: MiniGPTConfig, setup: TrainingSetup, batch: tuple[int, int], buckets: dict, largest: int, trainable: int
+    config: MiniGPTConfig, setup: TrainingSetup, batch: tuple[int, int], buckets: dict, largest: int, moment: int
 ) -> dict[str, int]:
     """The predicted step peak without and with activation checkpointing."""
     return {
@@ -164,7 +164,7 @@ def _peaks(
             held=buckets["weights"] + buckets["adam"],
             grads=buckets["grads"],
             largest_trainable_bytes=largest,
-            trainable_bytes_fp32=4 * trainable,
+            moment_bytes=moment,
         ).total
         for name, checkpointing in (("peak", False), ("peak_checkpointed", True))
     }

@@ -51,7 +51,7 @@ def step_peak(
     held: int,
     grads: int,
     largest_trainable_bytes: int,
-    trainable_bytes_fp32: int,
+    moment_bytes: int,
 ) -> StepPeak:
     """The predicted peak of a training step on one batch.
 
@@ -62,7 +62,7 @@ def step_peak(
         held: Bytes held between steps: weights and optimizer state.
         grads: Bytes of all gradients.
         largest_trainable_bytes: Bytes of the largest trainable tensor (the CPU optimizer's temporaries).
-        trainable_bytes_fp32: Bytes of every trainable parameter at 4 bytes (CUDA's multi-tensor temporaries).
+        moment_bytes: Bytes of one Adam moment of every trainable parameter (CUDA's multi-tensor temporaries).
     """
     tokens = batch[0] * batch[1]
     saved = saved_activations(config, setup, [batch]).total
@@ -72,7 +72,7 @@ def step_peak(
     if setup.checkpointing:  # the recomputed block is alive again while its backward runs
         plain = replace(setup, checkpointing=False)
         block += saved_activations(config, plain, [batch]).by_part.get(f"blocks.{config.n_layer - 1}", 0)
-    temporaries = trainable_bytes_fp32 if setup.device == "cuda" else 2 * largest_trainable_bytes
+    temporaries = moment_bytes if setup.device == "cuda" else 2 * largest_trainable_bytes
     moments = {"loss backward": loss, "last block backward": block, "optimizer step": grads + temporaries}
     moment = max(moments, key=moments.get)
     return StepPeak(held=held, during=moments[moment], moment=moment)
