@@ -66,8 +66,15 @@ def shipped_dir(cfg: DictConfig) -> Path | None:
     return Path(str(value)) if value else None
 
 
+# LoRA variants written into a reference adapter's key only when switched on, so that a plain LoRA
+# recipe's key (and the shipped reference adapter) does not depend on them.
+LORA_VARIANT_DEFAULTS = {"dora": False}
+
+
 def reference_run_name(cfg: DictConfig) -> str:
     """The preview's reference adapter run: ``<base dir name>-<key of the LoRA recipe and seed>``."""
     recipe = without_import_paths(OmegaConf.to_container(cfg.regime, resolve=True))
-    key = content_key({"lora": OmegaConf.to_container(cfg.lora, resolve=True), "regime": recipe, "seed": cfg.seed})
+    lora = OmegaConf.to_container(cfg.lora, resolve=True)
+    lora = {k: v for k, v in lora.items() if LORA_VARIANT_DEFAULTS.get(k, object()) != v}
+    key = content_key({"lora": lora, "regime": recipe, "seed": cfg.seed})
     return f"{base_dir_for(cfg).name}-{key}"

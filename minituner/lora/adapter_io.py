@@ -1,6 +1,7 @@
 """Adapter checkpoints in PEFT's layout: ``adapter_config.json`` + ``adapter_model.safetensors``.
 
-Keys are PEFT's (``base_model.model.<module>.lora_A.weight``, an adapted layer's bias as
+Keys are PEFT's (``base_model.model.<module>.lora_A.weight``, DoRA's magnitudes as
+``base_model.model.<module>.lora_magnitude_vector``, an adapted layer's bias as
 ``base_model.model.<module>.base_layer.bias``), so ``peft.PeftModel.from_pretrained(MiniGPT(...), adapter_dir)`` loads
 a minituner adapter. The base the adapter was trained on is recorded in PEFT's own fields:
 ``base_model_name_or_path`` (the base's cache name) and ``revision`` (``sha256:<hex>`` of the
@@ -37,6 +38,7 @@ _READ_FIELDS = {
     "layers_pattern",
     "bias",
     "use_rslora",
+    "use_dora",
 }
 # Where the adapter came from and how PEFT ran it: any value.
 _INFO_FIELDS = {
@@ -55,7 +57,6 @@ _FEATURES = {
     "modules_to_save",
     "rank_pattern",
     "alpha_pattern",
-    "use_dora",
     "exclude_modules",
     "megatron_config",
     "loftq_config",
@@ -139,7 +140,7 @@ def adapter_config_dict(config: LoRAConfig, base_name: str, base_sha256: str, ml
         "init_lora_weights": True,
         "rank_pattern": {},
         "alpha_pattern": {},
-        "use_dora": False,
+        "use_dora": config.dora,
     }
 
 
@@ -226,6 +227,7 @@ def read_adapter(directory: Path) -> Adapter:
         layers_to_transform=raw.get("layers_to_transform"),
         bias=raw.get("bias", "none"),
         use_rslora=raw.get("use_rslora", False),
+        dora=raw.get("use_dora") or False,
     )
     if config.problems():
         raise AdapterError(f"{config_path}: " + "; ".join(config.problems()))

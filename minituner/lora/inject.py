@@ -47,6 +47,8 @@ class LoRAConfig:
         bias: ``none`` (biases frozen), ``lora_only`` (biases of adapted layers train) or
             ``all`` (every bias trains).
         use_rslora: Scale by alpha / sqrt(r).
+        dora: DoRA: a trained magnitude per output feature times the normalised direction
+            ``W + scaling * B A`` (PEFT's ``use_dora``).
         seed: Seed of the adapter's random init.
     """
 
@@ -57,6 +59,7 @@ class LoRAConfig:
     layers_to_transform: list[int] | None = None
     bias: str = "none"
     use_rslora: bool = False
+    dora: bool = False
     seed: int = 0
 
     def problems(self) -> list[str]:
@@ -70,8 +73,9 @@ class LoRAConfig:
             found.append(f"lora.dropout={self.dropout!r} is not allowed: must be in [0, 1)")
         if not isinstance(self.bias, str) or self.bias not in BIAS_MODES:
             found.append(f"lora.bias={self.bias!r} is not allowed: must be one of {list(BIAS_MODES)}")
-        if not isinstance(self.use_rslora, bool):
-            found.append(f"lora.use_rslora={self.use_rslora!r} is not allowed: must be true or false")
+        for key in ("use_rslora", "dora"):
+            if not isinstance(getattr(self, key), bool):
+                found.append(f"lora.{key}={getattr(self, key)!r} is not allowed: must be true or false")
         layers = self.layers_to_transform
         indices = isinstance(layers, list) and all(
             isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers
@@ -181,6 +185,7 @@ def inject_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
             dropout=config.dropout,
             use_rslora=config.use_rslora,
             generator=generator,
+            dora=config.dora,
         )
         model.set_submodule(name, layer)
     mark_trainable(model, config.bias)

@@ -3,7 +3,14 @@
 ``y = base_layer(x) + scaling * lora_B(lora_A(dropout(x)))`` with ``lora_A`` kaiming-uniform,
 ``lora_B`` zeros (so the wrapped layer starts exactly equal to its base) and
 ``scaling = alpha / r`` (``alpha / sqrt(r)`` with rsLoRA). Module and attribute names follow
-PEFT (``base_layer``, ``lora_A``, ``lora_B``) so adapter checkpoints use PEFT's key layout.
+PEFT (``base_layer``, ``lora_A``, ``lora_B``, ``lora_magnitude_vector``) so adapter checkpoints use
+PEFT's key layout.
+
+DoRA (``dora=True``) learns a magnitude ``m`` per output feature on top: the layer computes
+``m * (W + scaling * B A) / ||W + scaling * B A||`` (row norms) times x, plus the bias. The norm is
+treated as a constant in backward (the paper's section 4.3, as PEFT does), and ``m`` starts at the
+base's row norms, so the layer starts equal to its base. With dropout active the base's share is
+recomputed on the dropped-out input, as PEFT does.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import math
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from minituner.quant.linear import QuantizedLinear
@@ -32,6 +40,7 @@ class LoRALinear(nn.Module):
         dropout: Dropout probability on the LoRA path's input, in [0, 1).
         use_rslora: Scale by ``alpha / sqrt(r)`` instead of ``alpha / r``.
         generator: RNG for ``lora_A``'s init, so the same seed gives the same adapter.
+        dora: Add DoRA's magnitude vector (see the module docstring).
     """
 
     def __init__(
@@ -42,6 +51,7 @@ class LoRALinear(nn.Module):
         dropout: float = 0.0,
         use_rslora: bool = False,
         generator: torch.Generator | None = None,
+        dora: bool = False,
     ):
         super().__init__()
         if r <= 0:
@@ -60,13 +70,40 @@ class LoRALinear(nn.Module):
         self.merged = False
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5), generator=generator)
         nn.init.zeros_(self.lora_B.weight)
+        self.lora_magnitude_vector = None
+        self.dora_factor = None  # m / ||W + delta|| while merged: what unmerge divides by
+        if dora:
+            with torch.no_grad():
+                norm = torch.linalg.norm(self.base_weight(), dim=1)  # B = 0: the base's own row norms
+            self.lora_magnitude_vector = nn.Parameter(norm.to(self.lora_A.weight.device))
+
+    @property
+    def dora(self) -> bool:
+        """Whether this layer is a DoRA layer."""
+        return self.lora_magnitude_vector is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base_layer(x)
         if self.merged or not self.enabled:  # merged: the update already sits in the base weight
             return y
-        update = self.lora_B(self.lora_A(self.lora_dropout(x.to(self.lora_A.weight.dtype))))
-        return y + (update * self.scaling).to(y.dtype)
+        dropped = self.lora_dropout(x.to(self.lora_A.weight.dtype))
+        update = self.lora_B(self.lora_A(dropped)) * self.scaling
+        if self.dora:
+            update = self._dora_output(y, dropped, update)
+        return y + update.to(y.dtype)
+
+    def _dora_output(self, y: torch.Tensor, dropped: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        """What DoRA adds to the base's output: ``(g - 1) * W x + g * update``, g = m / ||W + delta||."""
+        weight = self.base_weight().to(update.dtype)
+        with torch.no_grad():  # a constant in backward
+            norm = torch.linalg.norm(weight + self.delta_weight().to(weight.dtype), dim=1)
+        factor = self.lora_magnitude_vector / norm
+        if self.training and isinstance(self.lora_dropout, nn.Dropout):  # the base's share on the dropped input
+            base = F.linear(dropped, weight)
+        else:
+            bias = getattr(self.base_layer, "bias", None)
+            base = (y if bias is None else y - bias).to(update.dtype)
+        return (factor - 1) * base + factor * update
 
     def set_enabled(self, enabled: bool) -> None:
         """Switch the adapter on or off; off, the layer is exactly its base layer."""
@@ -90,7 +127,11 @@ class LoRALinear(nn.Module):
         """
         if self.merged:
             return
-        self._write_base_weight(self.base_weight() + self.delta_weight().float(), "merge")
+        merged = self.base_weight() + self.delta_weight().float()
+        if self.dora:  # the whole direction, scaled to its magnitude: m * (W + delta) / ||W + delta||
+            self.dora_factor = self.lora_magnitude_vector.float() / torch.linalg.norm(merged, dim=1)
+            merged = merged * self.dora_factor.unsqueeze(1)
+        self._write_base_weight(merged, "merge")
         self.merged = True
 
     @torch.no_grad()
@@ -102,7 +143,11 @@ class LoRALinear(nn.Module):
         """
         if not self.merged:
             return
-        self._write_base_weight(self.base_weight() - self.delta_weight().float(), "unmerge")
+        weight = self.base_weight()
+        if self.dora:
+            weight = weight / self.dora_factor.unsqueeze(1)
+            self.dora_factor = None
+        self._write_base_weight(weight - self.delta_weight().float(), "unmerge")
         self.merged = False
 
     def base_weight(self) -> torch.Tensor:
@@ -130,10 +175,14 @@ class LoRALinear(nn.Module):
 
     def adapter_parameters(self) -> dict[str, nn.Parameter]:
         """The adapter's own parameters by their name inside this layer."""
-        return {"lora_A.weight": self.lora_A.weight, "lora_B.weight": self.lora_B.weight}
+        params = {"lora_A.weight": self.lora_A.weight, "lora_B.weight": self.lora_B.weight}
+        if self.dora:
+            params["lora_magnitude_vector"] = self.lora_magnitude_vector
+        return params
 
     def extra_repr(self) -> str:
-        return f"r={self.r}, alpha={self.alpha}, scaling={self.scaling:g}, merged={self.merged}"
+        dora = ", dora" if self.dora else ""
+        return f"r={self.r}, alpha={self.alpha}, scaling={self.scaling:g}{dora}, merged={self.merged}"
 
 
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:

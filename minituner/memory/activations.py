@@ -20,7 +20,9 @@ statistics are fp32):
   input and the reciprocal rms;
 * linear: its input, when its weight trains (the weight itself is a parameter);
 * a quantized linear: nothing (it re-dequantizes its codes in backward);
-* LoRA: the (dropped-out, fp32) input of ``lora_A`` and the rank-r input of ``lora_B``;
+* LoRA: the (dropped-out, fp32) input of ``lora_A`` and the rank-r input of ``lora_B``; DoRA also
+  the row norms, the factor g and g - 1, the scaled update and the base's share (tokens x out each),
+  and under dropout a dense copy of a quantized or half-precision weight;
 * GELU: its input; SwiGLU: the gate's pre-activation, and each factor of ``silu(gate) * up`` for the
   other's gradient;
 * attention (``sdpa``, the fused kernel): q, k, v, its output and a log-sum-exp per head and
@@ -40,7 +42,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from minituner.lora.inject import LoRAConfig
-from minituner.memory.shapes import adapted_linears
+from minituner.memory.shapes import adapted_linears, block_linears
 from minituner.model.minigpt import MiniGPTConfig
 
 ATTENTION_KERNELS = ("sdpa", "eager")
@@ -125,6 +127,7 @@ class _Mirror:
         self.full = setup.lora is None
         lora = setup.lora
         self.adapted = set() if self.full else set(adapted_linears(config, lora))
+        self.linears = block_linears(config)
         self.lora_bias = "none" if self.full else lora.bias
 
     # which parameters train (full fine-tuning: all; LoRA: the adapters and the biases lora.bias names)
@@ -188,7 +191,7 @@ class _Mirror:
         return self.activation(out_features, x.requires_grad or self.full or self.linear_bias_trains(name))
 
     def lora_linear(self, x: _Value, name: str, out_features: int) -> _Value:
-        self.frozen_or_full_linear(x, name, out_features)  # the base layer: saves nothing when frozen
+        y = self.frozen_or_full_linear(x, name, out_features)  # the base layer: saves nothing when frozen
         adapter_bytes = self.setup.adapter_bytes
         if x.itemsize != adapter_bytes:  # x.to(the adapter's dtype): a copy
             x = self.tape.new(x.numel, adapter_bytes, x.requires_grad)
@@ -196,7 +199,25 @@ class _Mirror:
         self.tape.save(dropped)  # lora_A's input, for A's gradient
         a_out = self.activation(self.setup.lora.r, True, adapter_bytes)
         self.tape.save(a_out)  # lora_B's input, for B's gradient
+        if self.setup.lora.dora:
+            self.dora(dropped, y, *self.linears[name])
         return self.activation(out_features, True)
+
+    def dora(self, dropped: _Value, y: _Value, out_features: int, in_features: int) -> None:
+        """DoRA's ``(g - 1) * base + g * update``, g = m / ||W + delta||: what its products and division keep."""
+        width = self.setup.adapter_bytes
+        self.tape.save_new(out_features, width)  # the row norms (m / norm keeps the divisor)
+        self.tape.save_new(self.tokens * out_features, width)  # the scaled update (for g's gradient)
+        self.tape.save_new(out_features, width)  # g (for the update's gradient)
+        if self.setup.lora.dropout > 0:  # the base's share recomputed on the dropped input
+            base_needs_grad = dropped.requires_grad
+            if base_needs_grad and (self.setup.quantized or self.setup.base_bytes != width):
+                self.tape.save_new(out_features * in_features, width)  # the weight copy that product keeps
+        else:
+            base_needs_grad = y.requires_grad
+        self.tape.save_new(self.tokens * out_features, width)  # the base's share (for g's gradient)
+        if base_needs_grad:
+            self.tape.save_new(out_features, width)  # g - 1 (for the base share's gradient)
 
     def attention(self, q: _Value, k: _Value, v: _Value) -> _Value:
         config, setup = self.config, self.setup

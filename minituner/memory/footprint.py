@@ -181,14 +181,16 @@ def _parameters(
         return dense + linear_weights, 0, 0, _dense_tensor_count(config) + len(linears) * (2 if config.bias else 1)
     adapted = adapted_linears(config, lora)
     trained_biases = _trained_bias_numels(config, lora, adapted)
-    trainable = sum(lora.r * (o + i) for o, i in (linears[n] for n in adapted)) + sum(trained_biases)
+    per_layer = lora.r + 1 if lora.dora else lora.r  # DoRA: a magnitude per output feature
+    trainable = sum(lora.r * i + per_layer * o for o, i in (linears[n] for n in adapted)) + sum(trained_biases)
     frozen = dense + linear_weights - sum(trained_biases)
     dense_bytes = BASE_DTYPE_BYTES[base_dtype] if precision == "fp32" else 2
     frozen_bytes = frozen * dense_bytes
     if quant != "none":
         quantized = sum(quantized_weight_bytes(o, i, quant) for o, i in linears.values())
         frozen_bytes = (frozen - linear_weights) * dense_bytes + quantized
-    return trainable, frozen, frozen_bytes, 2 * len(adapted) + len(trained_biases)
+    tensors = (3 if lora.dora else 2) * len(adapted) + len(trained_biases)
+    return trainable, frozen, frozen_bytes, tensors
 
 
 def _largest_trainable_numel(config: MiniGPTConfig, lora: LoRAConfig | None) -> int:

@@ -101,8 +101,11 @@ def test_missing_truncated_unknown_and_nan_files_are_refused(tmp_path):
     config_path.write_text(json.dumps(raw | {"surprise": 1}))
     with pytest.raises(AdapterError, match="unknown field 'surprise'"):
         read_adapter(directory)
-    config_path.write_text(json.dumps(raw | {"use_dora": True}))
-    with pytest.raises(AdapterError, match="use_dora=True is a PEFT feature minituner does not support"):
+    config_path.write_text(json.dumps(raw | {"fan_in_fan_out": True}))
+    with pytest.raises(AdapterError, match="fan_in_fan_out=True is a PEFT feature minituner does not support"):
+        read_adapter(directory)
+    config_path.write_text(json.dumps(raw | {"use_dora": "yes"}))
+    with pytest.raises(AdapterError, match="lora.dora='yes' is not allowed: must be true or false"):
         read_adapter(directory)
     config_path.write_text(json.dumps(raw | {"r": 0}))
     with pytest.raises(AdapterError, match="lora.r=0 is not allowed"):

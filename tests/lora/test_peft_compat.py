@@ -65,9 +65,11 @@ def test_an_adapter_saved_by_peft_loads_and_gives_peft_logits(tmp_path, lora_con
 
 
 def test_a_peft_feature_switched_on_is_refused_by_name_and_newer_fields_only_when_on(tmp_path):
-    peft_saved_adapter(tmp_path / "dora", target_modules=["q_proj", "v_proj"], use_dora=True)
-    with pytest.raises(AdapterError, match=r"use_dora=True is a PEFT feature minituner does not support"):
-        load_adapter(base_model(), tmp_path / "dora")
+    peft_saved_adapter(tmp_path / "pattern", target_modules=["q_proj", "v_proj"], rank_pattern={"q_proj": 4})
+    with pytest.raises(
+        AdapterError, match=r"rank_pattern=\{'q_proj': 4\} is a PEFT feature minituner does not support"
+    ):
+        load_adapter(base_model(), tmp_path / "pattern")
     peft_saved_adapter(tmp_path / "newer", target_modules=["q_proj", "v_proj"])
     config_path = tmp_path / "newer" / "adapter_config.json"
     config = json.loads(config_path.read_text())

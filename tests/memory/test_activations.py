@@ -27,6 +27,9 @@ REGIMES = {  # name -> (lora, quant scheme, base dtype)
     "lora_qv_bias": (LoRAConfig(r=4, target_modules="attn_qv", bias="lora_only"), "none", torch.float32),
     "lora_bias_all": (LoRAConfig(r=4, target_modules="all_linear", bias="all"), "none", torch.float32),
     "one_layer": (LoRAConfig(r=4, target_modules="mlp", layers_to_transform=[0]), "none", torch.float32),
+    "dora": (LoRAConfig(r=4, target_modules="all_linear", dora=True), "none", torch.float32),
+    "qdora": (LoRAConfig(r=4, target_modules="mlp", dora=True), "nf4_dq", torch.float32),
+    "dora_bf16_base": (LoRAConfig(r=4, target_modules="attn_qv", dora=True, bias="lora_only"), "none", torch.bfloat16),
 }
 
 
