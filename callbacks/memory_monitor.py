@@ -103,6 +103,7 @@ class MemoryMonitor(L.Callback, RunHooks):
             label=f"{cfg.regime.name}/{cfg.quant.scheme}",
             lora=lora_config(cfg) if cfg.regime.trainable == "lora" else None,
             quant=cfg.quant.scheme,
+            block_size=cfg.quant.block_size,
             precision="fp32",  # minituner keeps fp32 parameters; bf16-mixed only autocasts compute
             base_dtype=cfg.base.dtype if cfg.regime.needs_base else "float32",
             batch_size=cfg.regime.batch_size,

@@ -81,7 +81,9 @@ def run_generate(cfg: DictConfig, run_dir: Path) -> dict:
     """
     plan = plan_generation(cfg)
     base = load_base(plan.base_dir)
-    models = comparison_models(base, plan.adapter_dirs, cfg.quant.scheme, cfg.merged, cfg.allow_base_mismatch)
+    models = comparison_models(
+        base, plan.adapter_dirs, cfg.quant.scheme, cfg.merged, cfg.allow_base_mismatch, cfg.quant.block_size
+    )
     tokenizer = ByteTokenizer()
     encoded = [tokenizer.encode(p, bos=True) for p in plan.prompts]
     rows, speed = [], {}

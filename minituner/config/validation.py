@@ -21,9 +21,11 @@ from minituner.config.shipped import CONF_DIR, load_regime
 from minituner.data.datamodules import DATAMODULES
 from minituner.data.instructions import DataFileError, read_records, split_records
 from minituner.lora.inject import select_targets
+from minituner.memory.shapes import block_linears
 from minituner.model.minigpt import MiniGPT, MiniGPTConfig
 from minituner.model.precision import BASE_DTYPES
-from minituner.quant.linear import SCHEMES
+from minituner.quant.codecs import NF4_BLOCK
+from minituner.quant.linear import BLOCK_SIZES, BLOCKED_SCHEMES, SCHEMES
 
 TRAINABLE = ("all", "lora")
 
@@ -125,11 +127,29 @@ def data_problems(cfg: DictConfig) -> list[str]:
 
 
 def quant_scheme_problems(cfg: DictConfig) -> list[str]:
-    """``quant.scheme`` must be ``none`` or a scheme minituner implements."""
+    """``quant.scheme`` must be ``none`` or a scheme minituner implements, ``quant.block_size`` one it offers."""
     scheme = OmegaConf.select(cfg, "quant.scheme")
     if scheme not in ("none", *SCHEMES):
         return [f"quant.scheme={scheme!r} is not allowed: must be one of {['none', *SCHEMES]}"]
+    block = OmegaConf.select(cfg, "quant.block_size", default=NF4_BLOCK)
+    if block not in BLOCK_SIZES or isinstance(block, bool):
+        return [f"quant.block_size={block!r} is not allowed: must be one of {list(BLOCK_SIZES)}"]
     return []
+
+
+def block_fit_problems(cfg: DictConfig) -> list[str]:
+    """Every quantized linear must split into whole blocks of ``quant.block_size`` values (NF4, int4)."""
+    scheme, block = cfg.quant.scheme, OmegaConf.select(cfg, "quant.block_size", default=NF4_BLOCK)
+    if scheme not in BLOCKED_SCHEMES or quant_scheme_problems(cfg) or model_problems(cfg.model):
+        return []
+    shape = model_config(cfg)
+    small = sorted({f"{o}x{i}" for o, i in block_linears(shape).values() if (o * i) % block})
+    if not small:
+        return []
+    return [
+        f"quant.block_size={block} does not divide the linears {small} of model={cfg.model.get('name')!r} "
+        f"(each must hold whole blocks): choose a block size dividing their sizes, from {list(BLOCK_SIZES)}"
+    ]
 
 
 def quant_problems(cfg: DictConfig) -> list[str]:
@@ -140,7 +160,7 @@ def quant_problems(cfg: DictConfig) -> list[str]:
             f"quant.scheme={scheme!r} with regime={cfg.regime.get('name')!r} is not allowed: a quantized "
             "base is frozen, so only adapters can train; use regime=lora (QLoRA) or quant=none"
         ]
-    return quant_scheme_problems(cfg)
+    return quant_scheme_problems(cfg) + block_fit_problems(cfg)
 
 
 def base_recipe_problems(cfg: DictConfig) -> list[str]:

@@ -16,6 +16,7 @@ from torch import nn
 
 from minituner.lora.adapter_io import load_adapter
 from minituner.lora.merge import merged_copy
+from minituner.quant.codecs import NF4_BLOCK
 from minituner.quant.linear import quantize_model
 from minituner.store.base_cache import LoadedBase
 
@@ -45,8 +46,11 @@ def comparison_models(
     quant: str = "none",
     merged: bool = False,
     allow_base_mismatch: bool = False,
+    block_size: int = NF4_BLOCK,
 ) -> list[NamedModel]:
     """The base, then per adapter the adapter on the base (and, with ``merged``, its merged model).
+
+    ``quant`` (with ``block_size`` values per NF4/int4 block) stores the frozen base quantized.
 
     On a quantized base the merged model is the adapter merged into the quantized weights and
     quantized again (``LoRALinear.merge``), so it only approximates the adapter's column.
@@ -56,7 +60,7 @@ def comparison_models(
     """
     frozen = copy.deepcopy(base.model)
     if quant != "none":
-        quantize_model(frozen, quant, check_dequantized=True)
+        quantize_model(frozen, quant, check_dequantized=True, block_size=block_size)
     models = [NamedModel("base", frozen)]
     for directory, name in zip(adapter_dirs, _unique_names(adapter_dirs), strict=True):
         adapted = copy.deepcopy(frozen)

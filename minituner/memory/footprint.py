@@ -68,19 +68,19 @@ class Footprint:
         return asdict(self) | {"total": self.total, "total_checkpointed": self.total_checkpointed}
 
 
-def quantized_weight_bytes(out_features: int, in_features: int, scheme: str) -> int:
-    """Exact bytes of one linear weight stored under ``scheme`` (codes plus scales)."""
+def quantized_weight_bytes(out_features: int, in_features: int, scheme: str, block: int = NF4_BLOCK) -> int:
+    """Exact bytes of one linear weight stored under ``scheme`` in blocks of ``block`` values (codes plus scales)."""
     numel = out_features * in_features
     if scheme == "none":
         raise ValueError("quantized_weight_bytes needs a quantization scheme, got 'none'")
     if scheme == "int8":
         return numel + 4 * out_features  # int8 codes + one fp32 scale per row
-    blocks = numel // NF4_BLOCK
+    blocks = numel // block
     packed = numel // 2  # two 4-bit codes per byte
     if scheme == "nf4_dq":  # int8 scale codes + one fp32 scale per scale block + the fp32 mean
         return packed + blocks + 4 * (blocks // scale_block_size(blocks)) + 4
     if scheme in ("nf4", "int4"):
-        return packed + 4 * blocks  # one fp32 scale per block of 64
+        return packed + 4 * blocks  # one fp32 scale per block
     raise ValueError(f"quant scheme {scheme!r} is not one of ['none', 'nf4', 'nf4_dq', 'int4', 'int8']")
 
 
@@ -106,6 +106,7 @@ def predict(
     base_dtype: str = "float32",
     attention: str = "sdpa",
     device: str = "cpu",
+    block_size: int = NF4_BLOCK,
 ) -> Footprint:
     """The four-bucket footprint of training a MiniGPT of ``config``'s shape.
 
@@ -121,9 +122,10 @@ def predict(
             ``float32``, ``bfloat16`` or ``float16`` (needs ``lora``).
         attention: ``sdpa`` (fused kernel) or ``eager`` (keeps the attention maps).
         device: ``cpu`` or ``cuda`` (see ``minituner.memory.activations``).
+        block_size: Values per NF4 / int4 block of a quantized base.
     """
     _check_settings(lora, quant, precision, base_dtype)
-    trainable, frozen, frozen_bytes, tensors = _parameters(config, lora, quant, precision, base_dtype)
+    trainable, frozen, frozen_bytes, tensors = _parameters(config, lora, (quant, block_size), precision, base_dtype)
     # bytes per trainable parameter: weight (fp16_mixed: fp16 + fp32 master), gradient, Adam's two moments
     weight_bytes, grad_bytes, moment_bytes = {"fp32": (4, 4, 8), "fp16_mixed": (6, 2, 8), "bf16_true": (2, 2, 4)}[
         precision
@@ -171,9 +173,12 @@ def _peaks(
 
 
 def _parameters(
-    config: MiniGPTConfig, lora: LoRAConfig | None, quant: str, precision: str, base_dtype: str
+    config: MiniGPTConfig, lora: LoRAConfig | None, quant: tuple[str, int], precision: str, base_dtype: str
 ) -> tuple[int, int, int, int]:
-    """Trainable and frozen parameter counts, the frozen parameters' bytes and the trainable tensor count."""
+    """Trainable and frozen parameter counts, the frozen parameters' bytes and the trainable tensor count.
+
+    ``quant`` is the base's scheme and block size.
+    """
     linears = block_linears(config)
     linear_weights = sum(o * i for o, i in linears.values())
     dense = count_parameters(config) - linear_weights  # embeddings, LM head, norms and biases
@@ -186,8 +191,9 @@ def _parameters(
     frozen = dense + linear_weights - sum(trained_biases)
     dense_bytes = BASE_DTYPE_BYTES[base_dtype] if precision == "fp32" else 2
     frozen_bytes = frozen * dense_bytes
-    if quant != "none":
-        quantized = sum(quantized_weight_bytes(o, i, quant) for o, i in linears.values())
+    scheme, block = quant
+    if scheme != "none":
+        quantized = sum(quantized_weight_bytes(o, i, scheme, block) for o, i in linears.values())
         frozen_bytes = (frozen - linear_weights) * dense_bytes + quantized
     tensors = (3 if lora.dora else 2) * len(adapted) + len(trained_biases)
     return trainable, frozen, frozen_bytes, tensors

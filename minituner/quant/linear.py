@@ -32,6 +32,8 @@ from minituner.quant.codecs import (
 )
 
 SCHEMES = ("nf4", "nf4_dq", "int4", "int8")
+BLOCKED_SCHEMES = ("nf4", "nf4_dq", "int4")  # a scale per block of values (int8: a scale per row)
+BLOCK_SIZES = (32, 64, 128, 256)  # values per NF4 / int4 block (quant.block_size)
 
 
 # On the CPU a large weight is dequantized a few rows at a time (CHUNK_BYTES of fp32 each), so that
@@ -81,10 +83,10 @@ class _DequantizedLinear(torch.autograd.Function):
         return grad_input.view(*grad_output.shape[:-1], layer.in_features), None
 
 
-def encode_weight(weight: torch.Tensor, scheme: str) -> dict[str, torch.Tensor]:
-    """The buffers that store ``weight`` under ``scheme``: codes and scales, by buffer name."""
+def encode_weight(weight: torch.Tensor, scheme: str, block: int = NF4_BLOCK) -> dict[str, torch.Tensor]:
+    """The buffers that store ``weight`` under ``scheme`` (blocks of ``block`` values): codes and scales, by name."""
     if scheme in ("nf4", "nf4_dq"):
-        packed, absmax = nf4_quantize(weight, NF4_BLOCK)
+        packed, absmax = nf4_quantize(weight, block)
         if scheme == "nf4":
             return {"qweight": packed, "absmax": absmax}
         scales = double_quantize(absmax, SCALE_BLOCK)
@@ -95,18 +97,20 @@ def encode_weight(weight: torch.Tensor, scheme: str) -> dict[str, torch.Tensor]:
             "absmax_offset": scales.offset,
         }
     if scheme == "int4":
-        packed, scale = int4_quantize(weight, NF4_BLOCK)
+        packed, scale = int4_quantize(weight, block)
         return {"qweight": packed, "scale": scale}
     codes, scale = int8_quantize(weight)
     return {"qweight": codes, "scale": scale}
 
 
-def rounded_weight(weight: torch.Tensor, scheme: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def rounded_weight(
+    weight: torch.Tensor, scheme: str, dtype: torch.dtype = torch.float32, block: int = NF4_BLOCK
+) -> torch.Tensor:
     """``weight`` as ``scheme`` stores it: encoded, then decoded by the codecs alone (no ``QuantizedLinear``).
 
     An independent reference for what a quantized layer computes with (the preview's part B).
     """
-    buffers = encode_weight(weight.detach().float(), scheme)
+    buffers = encode_weight(weight.detach().float(), scheme, block)
     if scheme == "int8":
         return int8_dequantize(buffers["qweight"], buffers["scale"], dtype)
     if scheme == "int4":
@@ -130,6 +134,7 @@ class QuantizedLinear(nn.Module):
         chunk_bytes: On the CPU, dequantize about this many fp32 bytes of weight rows at a time
             (the row count rounded as ``ROW_TILE`` says) when the weight holds more than
             ``CHUNKED_ABOVE`` such chunks (None: always the whole weight, the reference path).
+        block_size: Values per NF4 / int4 block, one of ``BLOCK_SIZES`` (int8 ignores it).
     """
 
     def __init__(
@@ -139,17 +144,20 @@ class QuantizedLinear(nn.Module):
         name: str = "linear",
         check_dequantized: bool = False,
         chunk_bytes: int | None = CHUNK_BYTES,
+        block_size: int = NF4_BLOCK,
     ):
         super().__init__()
         if scheme not in SCHEMES:
             raise ValueError(f"quant.scheme={scheme!r} is not one of {list(SCHEMES)}")
+        if block_size not in BLOCK_SIZES:
+            raise ValueError(f"quant.block_size={block_size!r} is not one of {list(BLOCK_SIZES)}")
         weight = linear.weight.detach()
         check_finite(weight, name)
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.scheme, self.name, self.check_dequantized = scheme, name, check_dequantized
-        self.chunk_bytes = chunk_bytes
+        self.chunk_bytes, self.block_size = chunk_bytes, block_size
         self.weight_shape = tuple(weight.shape)
-        for buffer_name, tensor in encode_weight(weight, scheme).items():
+        for buffer_name, tensor in encode_weight(weight, scheme, block_size).items():
             self.register_buffer(buffer_name, tensor)
         bias = linear.bias
         self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False) if bias is not None else None
@@ -178,8 +186,8 @@ class QuantizedLinear(nn.Module):
         budget_rows = self.chunk_bytes / (4 * self.in_features)
         if budget_rows >= ROW_TILE / 2:  # ROW_TILE * in_features values: whole quantization blocks
             rows = max(ROW_TILE, round(budget_rows / ROW_TILE) * ROW_TILE)
-        else:  # a chunk starts and ends on a quantization block (64 values; int8: any row)
-            align = 1 if self.scheme == "int8" else NF4_BLOCK // math.gcd(self.in_features, NF4_BLOCK)
+        else:  # a chunk starts and ends on a quantization block (int8: any row)
+            align = 1 if self.scheme == "int8" else self.block_size // math.gcd(self.in_features, self.block_size)
             rows = max(align, int(budget_rows) // align * align)
         return [(start, min(start + rows, self.out_features)) for start in range(0, self.out_features, rows)]
 
@@ -189,8 +197,9 @@ class QuantizedLinear(nn.Module):
         if self.scheme == "int8":
             weight = int8_dequantize(self.qweight[start:stop], scales[start:stop], dtype)
         else:
-            first, last = start * self.in_features, stop * self.in_features  # values; blocks of 64
-            packed, block_scales = self.qweight[first // 2 : last // 2], scales[first // NF4_BLOCK : last // NF4_BLOCK]
+            first, last = start * self.in_features, stop * self.in_features  # values, whole blocks
+            block = self.block_size
+            packed, block_scales = self.qweight[first // 2 : last // 2], scales[first // block : last // block]
             shape = torch.Size((rows, self.in_features))
             decode = int4_dequantize if self.scheme == "int4" else nf4_dequantize
             weight = decode(packed, block_scales, shape, dtype)
@@ -210,14 +219,14 @@ class QuantizedLinear(nn.Module):
                 f"{self.name}: a weight of shape {list(weight.shape)} cannot replace {list(self.weight_shape)}"
             )
         check_finite(weight, self.name)
-        for buffer_name, tensor in encode_weight(weight.to(self.qweight.device), self.scheme).items():
+        for buffer_name, tensor in encode_weight(weight.to(self.qweight.device), self.scheme, self.block_size).items():
             getattr(self, buffer_name).copy_(tensor)
 
     def code_blocks(self) -> torch.Tensor:
-        """The stored codes, one row per quantization block (NF4/int4: 64 values; int8: one output row)."""
+        """The stored codes, one row per quantization block (NF4/int4: ``block_size`` values; int8: one row)."""
         if self.scheme == "int8":
             return self.qweight
-        return self.qweight.view(-1, NF4_BLOCK // 2)  # two codes per byte
+        return self.qweight.view(-1, self.block_size // 2)  # two codes per byte
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = _DequantizedLinear.apply(x, self)
@@ -225,7 +234,7 @@ class QuantizedLinear(nn.Module):
 
     def scale_block(self) -> int:
         """Scales per fp32 scale block under double quantization (derived per layer)."""
-        return scale_block_size(self.weight_numel // NF4_BLOCK)
+        return scale_block_size(self.weight_numel // self.block_size)
 
     @property
     def weight_numel(self) -> int:
@@ -233,7 +242,8 @@ class QuantizedLinear(nn.Module):
         return self.in_features * self.out_features
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, scheme={self.scheme}"
+        block = f", block_size={self.block_size}" if self.scheme in BLOCKED_SCHEMES else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, scheme={self.scheme}{block}"
 
 
 def quantizable_linears(model: nn.Module) -> list[str]:
@@ -241,15 +251,18 @@ def quantizable_linears(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head"]
 
 
-def quantize_model(model: nn.Module, scheme: str, check_dequantized: bool = False) -> list[str]:
-    """Replace every ``nn.Linear`` of ``model`` but the (tied) LM head by a ``QuantizedLinear``.
+def quantize_model(
+    model: nn.Module, scheme: str, check_dequantized: bool = False, block_size: int = NF4_BLOCK
+) -> list[str]:
+    """Replace every ``nn.Linear`` of ``model`` but the LM head by a ``QuantizedLinear`` (blocks of ``block_size``).
 
     Returns:
         The names of the quantized layers.
     """
     names = quantizable_linears(model)
     for name in names:
-        model.set_submodule(name, QuantizedLinear(model.get_submodule(name), scheme, name, check_dequantized))
+        layer = QuantizedLinear(model.get_submodule(name), scheme, name, check_dequantized, block_size=block_size)
+        model.set_submodule(name, layer)
     return names
 
 

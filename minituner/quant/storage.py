@@ -4,22 +4,23 @@ from __future__ import annotations
 
 from torch import nn
 
-from minituner.quant.codecs import NF4_BLOCK
 from minituner.quant.linear import SCHEMES, QuantizedLinear
 
 
 def formula_bits(layer: QuantizedLinear) -> float:
     """Bits per weight that the scheme's formula predicts for this layer.
 
-    NF4: 4 + 32/64 = 4.5. NF4 with double quantization: 4 + 8/64 + 32/(64 * scale_block), plus
-    the one fp32 mean over all the layer's weights (about 4.127 with scale blocks of 256).
-    int4: 4 + 32/64. int8 per output channel: 8 + 32/in_features.
+    With blocks of b values (64 by default): NF4: 4 + 32/b (4.5 at 64). NF4 with double
+    quantization: 4 + 8/b + 32/(b * scale_block), plus the one fp32 mean over all the layer's
+    weights (about 4.127 at 64 with scale blocks of 256). int4: 4 + 32/b. int8 per output channel:
+    8 + 32/in_features.
     """
+    block = layer.block_size
     if layer.scheme == "nf4_dq":
-        return 4 + 8 / NF4_BLOCK + 32 / (NF4_BLOCK * layer.scale_block()) + 32 / layer.weight_numel
+        return 4 + 8 / block + 32 / (block * layer.scale_block()) + 32 / layer.weight_numel
     if layer.scheme == "int8":
         return 8 + 32 / layer.in_features
-    return 4 + 32 / NF4_BLOCK
+    return 4 + 32 / block
 
 
 def storage_report(model: nn.Module) -> list[dict]:

@@ -251,7 +251,7 @@ def prepare_frozen_base(cfg: DictConfig, model: MiniGPT, base: LoadedBase | None
         metrics |= {"base_dir": str(base.directory), "base_sha256": base.weights_sha256}
     quantized = cfg.quant.scheme != "none"
     if quantized:
-        quantize_model(model, cfg.quant.scheme, cfg.quant.check_dequantized)
+        quantize_model(model, cfg.quant.scheme, cfg.quant.check_dequantized, cfg.quant.block_size)
         metrics |= {"quant_scheme": cfg.quant.scheme, **quantized_storage(model)}
     if base is not None:
         metrics["base_dtype"] = cfg.base.dtype
