@@ -441,9 +441,9 @@ CASES = [
     ),
     (
         "adapter: unsupported feature",
-        adapter_case(edit_json("adapter_config.json", lambda c: c | {"use_dora": True})),
+        adapter_case(edit_json("adapter_config.json", lambda c: c | {"modules_to_save": ["lm_head"]})),
         AdapterError,
-        r"use_dora=True is a PEFT feature minituner does not support",
+        r"modules_to_save=\['lm_head'\] is a PEFT feature minituner does not support",
     ),
     (
         "adapter: rank",
