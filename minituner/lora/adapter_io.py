@@ -137,7 +137,7 @@ def adapter_config_dict(config: LoRAConfig, base_name: str, base_sha256: str, ml
         "use_rslora": config.use_rslora,
         "fan_in_fan_out": False,
         "modules_to_save": None,
-        "init_lora_weights": True,
+        "init_lora_weights": "gaussian" if config.init == "gaussian" else True,
         "rank_pattern": {},
         "alpha_pattern": {},
         "use_dora": config.dora,

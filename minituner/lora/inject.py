@@ -29,6 +29,7 @@ def target_presets(mlp: str = "gelu") -> dict[str, list[str]]:
 
 TARGET_PRESETS = target_presets()
 BIAS_MODES = ("none", "lora_only", "all")
+INITS = ("default", "gaussian")  # lora_A kaiming-uniform, or normal with std 1/r (PEFT's "gaussian"); B = 0
 LAYERS_PATTERN = "blocks"  # MiniGPT's ModuleList of transformer blocks
 
 
@@ -49,6 +50,8 @@ class LoRAConfig:
         use_rslora: Scale by alpha / sqrt(r).
         dora: DoRA: a trained magnitude per output feature times the normalised direction
             ``W + scaling * B A`` (PEFT's ``use_dora``).
+        init: How ``lora_A`` starts: ``default`` (kaiming-uniform) or ``gaussian`` (std 1/r); ``lora_B``
+            starts at zero either way, so the adapted model starts equal to its base.
         seed: Seed of the adapter's random init.
     """
 
@@ -60,6 +63,7 @@ class LoRAConfig:
     bias: str = "none"
     use_rslora: bool = False
     dora: bool = False
+    init: str = "default"
     seed: int = 0
 
     def problems(self) -> list[str]:
@@ -71,6 +75,8 @@ class LoRAConfig:
             found.append(f"lora.alpha={self.alpha!r} is not allowed: must be a number > 0")
         if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
             found.append(f"lora.dropout={self.dropout!r} is not allowed: must be in [0, 1)")
+        if not isinstance(self.init, str) or self.init not in INITS:
+            found.append(f"lora.init={self.init!r} is not allowed: must be one of {list(INITS)}")
         if not isinstance(self.bias, str) or self.bias not in BIAS_MODES:
             found.append(f"lora.bias={self.bias!r} is not allowed: must be one of {list(BIAS_MODES)}")
         for key in ("use_rslora", "dora"):
@@ -186,6 +192,7 @@ def inject_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
             use_rslora=config.use_rslora,
             generator=generator,
             dora=config.dora,
+            gaussian_init=config.init == "gaussian",
         )
         model.set_submodule(name, layer)
     mark_trainable(model, config.bias)

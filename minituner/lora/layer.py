@@ -41,6 +41,8 @@ class LoRALinear(nn.Module):
         use_rslora: Scale by ``alpha / sqrt(r)`` instead of ``alpha / r``.
         generator: RNG for ``lora_A``'s init, so the same seed gives the same adapter.
         dora: Add DoRA's magnitude vector (see the module docstring).
+        gaussian_init: Draw ``lora_A`` from a normal with std ``1 / r`` (PEFT's ``gaussian``) instead
+            of kaiming-uniform.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class LoRALinear(nn.Module):
         use_rslora: bool = False,
         generator: torch.Generator | None = None,
         dora: bool = False,
+        gaussian_init: bool = False,
     ):
         super().__init__()
         if r <= 0:
@@ -68,7 +71,10 @@ class LoRALinear(nn.Module):
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.enabled = True
         self.merged = False
-        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5), generator=generator)
+        if gaussian_init:
+            nn.init.normal_(self.lora_A.weight, std=1 / r, generator=generator)
+        else:
+            nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5), generator=generator)
         nn.init.zeros_(self.lora_B.weight)
         self.lora_magnitude_vector = None
         self.dora_factor = None  # m / ||W + delta|| while merged: what unmerge divides by

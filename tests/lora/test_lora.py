@@ -1,11 +1,13 @@
 """LoRALinear, injection and merge: the invariants."""
 
+import json
 import math
 
 import pytest
 import torch
 from torch import nn
 
+from minituner.lora.adapter_io import save_adapter
 from minituner.lora.inject import LoRAConfig, inject_lora, select_targets
 from minituner.lora.layer import (
     LoRALinear,
@@ -52,6 +54,16 @@ def test_init_is_kaiming_a_and_zero_b_with_alpha_over_r_scaling():
     assert layer.lora_A.weight.abs().max() <= bound and layer.lora_A.weight.std() > bound / 3
     assert layer.scaling == 2.0
     assert LoRALinear(nn.Linear(64, 32), r=16, alpha=16, use_rslora=True).scaling == 4.0
+
+
+def test_gaussian_init_draws_a_with_std_one_over_r_and_starts_at_the_base(tmp_path):
+    layer = LoRALinear(nn.Linear(256, 256), r=4, alpha=8, gaussian_init=True)
+    assert torch.count_nonzero(layer.lora_B.weight) == 0
+    assert abs(layer.lora_A.weight.std().item() - 1 / 4) < 0.01  # 1024 draws: the std's sd is ~0.0055
+    model = adapted(LoRAConfig(init="gaussian"))
+    assert torch.equal(base_model()(IDX)[0], model(IDX)[0])
+    save_adapter(model, tmp_path / "a", LoRAConfig(init="gaussian"), "base", "ab" * 32)
+    assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["init_lora_weights"] == "gaussian"
 
 
 @pytest.mark.parametrize(
@@ -128,6 +140,8 @@ def test_target_that_matches_nothing_lists_the_modules():
         ({"dropout": 1.0}, r"lora.dropout=1.0 is not allowed: must be in \[0, 1\)"),
         ({"bias": "some"}, r"lora.bias='some' is not allowed"),
         ({"target_modules": "(["}, r"is not a valid regex"),
+        ({"init": "pissa"}, r"lora.init='pissa' is not allowed: must be one of \['default', 'gaussian'\]"),
+        ({"dora": 1}, r"lora.dora=1 is not allowed: must be true or false"),
     ],
 )
 def test_bad_lora_values_are_refused(kwargs, message):
