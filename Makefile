@@ -35,7 +35,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/pretrain_time.py
 	$(BIN)/python benchmarks/generate_speed.py --json-out benchmarks/results/generate_speed.json
-	$(BIN)/python benchmarks/compare_regimes.py
+	$(BIN)/python benchmarks/compare_regimes.py --write
 	$(BIN)/python benchmarks/quant_throughput.py
 	$(BIN)/python benchmarks/quant_layer.py --dtypes float32 bfloat16
 	$(BIN)/python benchmarks/train_throughput.py

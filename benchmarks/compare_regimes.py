@@ -6,11 +6,14 @@ accuracy, control drift (forgetting, against the unquantized base), trainable pa
 checkpoint bytes, the adapter-to-base size ratio and the quantized base's own figures, with the
 goals (accuracy >= 95% and >= 60 points over the base, drift <= 5%, for LoRA and QLoRA). Also
 draws the validation curves from the runs' TensorBoard events to
-``benchmarks/figures/regimes.png``.
+``benchmarks/figures/regimes.png``; with ``--write`` also writes ``benchmarks/results/compare_regimes.json``
+and the generated ``compare_regimes.md``. One run of each: a single draw (the seed statistics are
+``seed_robustness.py``'s).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import tempfile
 from pathlib import Path
@@ -20,6 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from cli_runs import timed_run
+from result_files import markdown_table, write_results
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 FIGURE = Path(__file__).parent / "figures" / "regimes.png"
@@ -70,7 +74,34 @@ def summary(seconds: float, metrics: dict, checkpoint_key: str) -> dict:
     }
 
 
+def report(result: dict) -> str:
+    """The generated markdown: one row per regime."""
+    rows = [
+        [
+            name,
+            f"{run['wall_seconds']:.0f} s",
+            f"{run['trainable_params']:,}",
+            f"{run['checkpoint_bytes']:,} B",
+            f"{100 * run['irregular_acc']:.2f}% (base {100 * run['base_irregular_acc']:.2f}%)",
+            f"{run['regular_ppl']:.4f} ({100 * run['regular_ppl_drift']:+.2f}%; base {run['base_regular_ppl']:.4f})",
+        ]
+        for name, run in (
+            ("regime=full", result["full"]),
+            ("regime=lora", result["lora"]),
+            ("experiment=qlora", result["qlora"]),
+        )
+    ]
+    header = ["run", "wall time", "trainable params", "checkpoint", "irregular accuracy", "control ppl (drift)"]
+    return (
+        "One run of each regime from one freshly pretrained base (seed 1234), launched as a user launches them.\n\n"
+        + markdown_table(header, rows)
+    )
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="write benchmarks/results/compare_regimes.json and .md")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         outputs = Path(tmp)
         timed_run(outputs, "pretrain", "regime=pretrain")
@@ -102,6 +133,8 @@ def main() -> None:
             )
         },
     }
+    if args.write:
+        write_results("compare_regimes", result, "Full fine-tuning, LoRA and QLoRA: one run each", report(result))
     print(json.dumps(result, indent=2))
 
 
