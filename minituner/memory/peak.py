@@ -18,7 +18,7 @@ prediction is the largest of them:
 
 The saved activations are exact; the transients are read off the CPU's allocation timeline of a
 step. ``benchmarks/scaling.py`` and ``benchmarks/checkpointing.py`` compare the sum with the CPU's
-allocation events (and ``torch.cuda.max_memory_allocated`` on a GPU): within 1.000-1.08 of them.
+allocation events (and ``torch.cuda.max_memory_allocated`` on a GPU): 0.99-1.08 times them on the CPU.
 """
 
 from __future__ import annotations
