@@ -28,17 +28,23 @@ def relative(found: torch.Tensor, expected: torch.Tensor) -> float:
     return ((found - expected).abs().mean() / expected.abs().mean()).item()
 
 
-def dora_model(base: str = "float32", config: LoRAConfig = DORA, std: float = 0.02) -> torch.nn.Module:
-    """The seed-0 MiniGPT on an fp32, bf16 or NF4 base with DoRA layers of a trained adapter's size.
-
-    A and B are drawn at ``std``; each magnitude moves by a relative ``std`` from the base's row norm.
-    """
+def fresh_dora(base: str, config: LoRAConfig = DORA) -> torch.nn.Module:
+    """The seed-0 MiniGPT on an fp32, bf16 or NF4 base with freshly injected DoRA layers."""
     model = base_model()
     if base == "nf4":
         quantize_model(model, "nf4")
     elif base == "bfloat16":
         cast_frozen_base(model, "bfloat16")
     inject_lora(model, config)
+    return model
+
+
+def dora_model(base: str = "float32", config: LoRAConfig = DORA, std: float = 0.02) -> torch.nn.Module:
+    """:func:`fresh_dora` with DoRA layers of a trained adapter's size.
+
+    A and B are drawn at ``std``; each magnitude moves by a relative ``std`` from the base's row norm.
+    """
+    model = fresh_dora(base, config)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, param in adapter_parameters(model).items():
@@ -56,12 +62,7 @@ def test_dora_starts_exactly_as_its_base_with_the_base_row_norms_as_magnitudes(b
     for layer in lora_layers(plain).values():
         layer.set_enabled(False)
     reference = plain(IDX)[0]
-    fresh = base_model()
-    if base == "nf4":
-        quantize_model(fresh, "nf4")
-    elif base == "bfloat16":
-        cast_frozen_base(fresh, "bfloat16")
-    inject_lora(fresh, DORA)
+    fresh = fresh_dora(base)
     assert torch.equal(fresh(IDX)[0], reference)
     layer = lora_layers(fresh)["blocks.0.attn.q_proj"]
     assert torch.equal(layer.lora_magnitude_vector, torch.linalg.norm(layer.base_weight(), dim=1))
