@@ -1,4 +1,8 @@
-"""``minituner-merge ADAPTER_DIR OUT_DIR [--base BASE_DIR] [--quant SCHEME]``: write an adapter merged into its base."""
+"""``minituner-merge ADAPTER_DIR OUT_DIR [--base BASE_DIR] [--quant SCHEME] [--as-lora]``: merge an adapter.
+
+Writes the adapter merged into its base, or (``--as-lora``) a PiSSA / OLoRA / LoftQ adapter as a plain
+LoRA of the untouched base.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import sys
 from pathlib import Path
 
 from minituner.lora.adapter_io import AdapterError
+from minituner.lora.export import export_plain_lora
 from minituner.lora.merge import MERGE_TARGETS, merge_to_checkpoint
 from minituner.quant.linear import SCHEMES
 from minituner.store.base_cache import BaseCheckpointError
@@ -43,8 +48,18 @@ def main(argv: list[str] | None = None) -> int:
         help="with --quant: merge into the quantized base and re-quantize (quantized, as PEFT does), or merge "
         "into the full-precision base and then quantize (full_precision)",
     )
+    parser.add_argument(
+        "--as-lora",
+        action="store_true",
+        help="instead of merging: write a PiSSA, OLoRA or LoftQ adapter as a rank-2r plain LoRA of the original "
+        "base (it then serves on the untouched base, in minituner or PEFT)",
+    )
     args = parser.parse_args(argv)
     try:
+        if args.as_lora:
+            digest = export_plain_lora(args.adapter_dir, args.out_dir, args.overwrite)
+            print(f"plain LoRA adapter written to {args.out_dir} (sha256 {digest})")
+            return 0
         digest = merge_to_checkpoint(
             args.adapter_dir,
             args.out_dir,

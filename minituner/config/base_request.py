@@ -68,7 +68,7 @@ def shipped_dir(cfg: DictConfig) -> Path | None:
 
 # LoRA variants written into a reference adapter's key only when switched on, so that a plain LoRA
 # recipe's key (and the shipped reference adapter) does not depend on them.
-LORA_VARIANT_DEFAULTS = {"dora": False, "init": "default"}
+LORA_VARIANT_DEFAULTS = {"dora": False, "init": "default", "loftq_iters": 1}
 
 
 def reference_run_name(cfg: DictConfig) -> str:

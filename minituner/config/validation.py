@@ -20,7 +20,8 @@ from minituner.config.schema import unknown_key_problems
 from minituner.config.shipped import CONF_DIR, load_regime
 from minituner.data.datamodules import DATAMODULES
 from minituner.data.instructions import DataFileError, read_records, split_records
-from minituner.lora.inject import select_targets
+from minituner.lora.inject import LoRAConfig, select_targets
+from minituner.lora.residual_init import RESIDUAL_INITS
 from minituner.memory.shapes import block_linears
 from minituner.model.minigpt import MiniGPT, MiniGPTConfig
 from minituner.model.precision import BASE_DTYPES
@@ -93,9 +94,31 @@ def lora_problems(cfg: DictConfig) -> list[str]:
         with torch.device("meta"):
             model = MiniGPT(model_config(cfg))
         try:
-            select_targets(model, config)
+            names = select_targets(model, config)
         except ValueError as error:
-            problems.append(str(error))
+            return [str(error)]
+        problems += residual_init_problems(cfg, config, {n: model.get_submodule(n).weight.shape for n in names})
+    return problems
+
+
+def residual_init_problems(cfg: DictConfig, config: LoRAConfig, shapes: dict[str, torch.Size]) -> list[str]:
+    """PiSSA, OLoRA and LoftQ take r directions of every adapted weight; LoftQ fits a quantized base."""
+    if config.init not in RESIDUAL_INITS:
+        return []
+    problems = []
+    if config.init == "loftq" and OmegaConf.select(cfg, "quant.scheme") == "none":
+        problems.append(
+            "lora.init='loftq' with quant.scheme='none' is not allowed: LoftQ fits the adapter to a quantized "
+            "base's rounding error; set quant (e.g. quant=nf4_dq) or use lora.init=pissa"
+        )
+    narrow = [n for n, s in shapes.items() if config.r > min(s)]
+    if narrow:
+        smallest = min(min(shapes[n]) for n in narrow)
+        problems.append(
+            f"lora.r={config.r} with lora.init={config.init!r} is not allowed: it takes r directions of each "
+            f"adapted weight, and {len(narrow)} adapted weights (e.g. {narrow[0]}, "
+            f"{'x'.join(map(str, shapes[narrow[0]]))}) have rank at most {smallest}; lower lora.r"
+        )
     return problems
 
 

@@ -6,6 +6,11 @@ Keys are PEFT's (``base_model.model.<module>.lora_A.weight``, DoRA's magnitudes 
 a minituner adapter. The base the adapter was trained on is recorded in PEFT's own fields:
 ``base_model_name_or_path`` (the base's cache name) and ``revision`` (``sha256:<hex>`` of the
 base weights).
+
+An adapter started by PiSSA, OLoRA or LoftQ was trained against changed frozen weights: the directory
+also holds ``residual_base.safetensors`` (per adapted module, the fp32 weight its frozen layer is
+built from, and the factors that left the original weight), and ``load_adapter`` puts those weights
+in place. ``export.py`` turns such an adapter into a plain LoRA of the untouched base.
 """
 
 from __future__ import annotations
@@ -18,13 +23,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from minituner.lora.inject import LAYERS_PATTERN, LoRAConfig, inject_lora, model_mlp
-from minituner.lora.layer import lora_layers
+from minituner.lora.inject import INITS, LAYERS_PATTERN, LoRAConfig, inject_lora, model_mlp
+from minituner.lora.layer import LoRALinear, lora_layers
+from minituner.lora.residual_init import RESIDUAL_INITS, ResidualStart
 from minituner.model.state_fit import fit_problems
 from minituner.store.artifacts import open_artifact, sha256_file, write_directory_atomic, write_json_atomic
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
+RESIDUAL_FILE = "residual_base.safetensors"
+RESIDUAL_KEYS = ("frozen_weight", "removed_A", "removed_B")  # ResidualStart's fields a run must keep
 PEFT_PREFIX = "base_model.model."
 
 # PEFT's LoraConfig (releases 0.13 to 0.21), field by field. The fields minituner reads:
@@ -77,7 +85,8 @@ _FEATURES = {
     "use_bdlora",
 }
 # Initialisations that only shape the weights before training (the file holds the trained ones); the
-# others (pissa, olora, loftq, corda...) also change the base weights, which a plain base lacks.
+# others (pissa, olora, loftq, corda...) also change the base weights, which a plain base lacks: minituner
+# applies its own three when the directory holds the changed weights (RESIDUAL_FILE).
 _INIT_WEIGHTS_OFF = (True, False, "gaussian")
 # Settings of a feature (megatron_config's module, use_qalora's group size): they matter only when that
 # feature is on, and PEFT writes them at any value.
@@ -137,15 +146,22 @@ def adapter_config_dict(config: LoRAConfig, base_name: str, base_sha256: str, ml
         "use_rslora": config.use_rslora,
         "fan_in_fan_out": False,
         "modules_to_save": None,
-        "init_lora_weights": "gaussian" if config.init == "gaussian" else True,
+        "init_lora_weights": True if config.init == "default" else config.init,
         "rank_pattern": {},
         "alpha_pattern": {},
         "use_dora": config.dora,
     }
 
 
-def save_adapter(model: nn.Module, directory: Path, config: LoRAConfig, base_name: str, base_sha256: str) -> str:
-    """Write ``directory`` with both adapter files, atomically as a whole.
+def save_adapter(
+    model: nn.Module,
+    directory: Path,
+    config: LoRAConfig,
+    base_name: str,
+    base_sha256: str,
+    starts: dict[str, ResidualStart] | None = None,
+) -> str:
+    """Write ``directory`` with both adapter files (and the residual weights of ``starts``), atomically as a whole.
 
     See ``write_directory_atomic``: a crash leaves the previous adapter or the new one.
 
@@ -158,6 +174,13 @@ def save_adapter(model: nn.Module, directory: Path, config: LoRAConfig, base_nam
         save_file(adapter_state_dict(model, config.bias), str(staging / WEIGHTS_FILE))
         config_dict = adapter_config_dict(config, base_name, base_sha256, model_mlp(model))
         write_json_atomic(staging / CONFIG_FILE, config_dict)
+        if starts:
+            residual = {
+                f"{name}.{key}": getattr(start, key).contiguous().cpu()
+                for name, start in starts.items()
+                for key in RESIDUAL_KEYS
+            }
+            save_file(residual, str(staging / RESIDUAL_FILE))
 
     write_directory_atomic(directory, fill, "adapter")
     return sha256_file(directory / WEIGHTS_FILE)
@@ -172,6 +195,7 @@ class Adapter:
     raw_config: dict
     tensors: dict[str, torch.Tensor]
     sha256: str
+    residual: dict[str, dict[str, torch.Tensor]] | None = None  # RESIDUAL_KEYS' tensors by module name
 
     @property
     def base_sha256(self) -> str | None:
@@ -196,10 +220,10 @@ def _config_problems(raw: dict) -> list[str]:
         if not _off(raw.get(key)):
             problems.append(f"{key}={raw[key]!r} is a PEFT feature minituner does not support")
     init = raw.get("init_lora_weights", True)  # PEFT's default
-    if not any(init is off or (isinstance(off, str) and init == off) for off in _INIT_WEIGHTS_OFF):
+    if not any(init is off or (isinstance(off, str) and init == off) for off in (*_INIT_WEIGHTS_OFF, *RESIDUAL_INITS)):
         problems.append(
             f"init_lora_weights={init!r} is a PEFT initialisation that also changes the base weights, "
-            f"which minituner does not support (allowed: {list(_INIT_WEIGHTS_OFF)})"
+            f"which minituner does not support (allowed: {[*_INIT_WEIGHTS_OFF, *RESIDUAL_INITS]})"
         )
     for key in ("r", "lora_alpha", "target_modules"):
         if key not in raw:
@@ -228,6 +252,7 @@ def read_adapter(directory: Path) -> Adapter:
         bias=raw.get("bias", "none"),
         use_rslora=raw.get("use_rslora", False),
         dora=raw.get("use_dora") or False,
+        init=_init_name(raw.get("init_lora_weights", True)),
     )
     if config.problems():
         raise AdapterError(f"{config_path}: " + "; ".join(config.problems()))
@@ -253,7 +278,34 @@ def read_adapter(directory: Path) -> Adapter:
             f"{config_path}: r={config.r}, but the LoRA tensors of {weights_path.name} are not of that "
             f"rank (2-D, r rows in lora_A, r columns in lora_B): {wrong or 'not 2-D'}"
         )
-    return Adapter(directory, config, raw, tensors, sha256_file(weights_path))
+    residual = _read_residual(directory, config) if config.init in RESIDUAL_INITS else None
+    return Adapter(directory, config, raw, tensors, sha256_file(weights_path), residual)
+
+
+def _init_name(init: object) -> str:
+    """``LoRAConfig.init`` for PEFT's ``init_lora_weights`` (True, False and unknown values: ``default``)."""
+    return init if isinstance(init, str) and init in INITS else "default"
+
+
+def _read_residual(directory: Path, config: LoRAConfig) -> dict[str, dict[str, torch.Tensor]]:
+    """The frozen weights and removed factors of a PiSSA / OLoRA / LoftQ adapter, by module name."""
+    path = directory / RESIDUAL_FILE
+    if not path.is_file():
+        raise AdapterError(
+            f"{directory / CONFIG_FILE}: init_lora_weights={config.init!r} changes the base weights, and "
+            f"{path} (the weights it was trained against) is missing; a PEFT adapter of this kind must first be "
+            "converted to a plain LoRA (PEFT's path_initial_model_for_weight_conversion)"
+        )
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise AdapterError(f"{path} is truncated or corrupt: {error}") from error
+    names = sorted({key.rsplit(".", 1)[0] for key in tensors})
+    missing = sorted(f"{n}.{k}" for n in names for k in RESIDUAL_KEYS if f"{n}.{k}" not in tensors)
+    bad = sorted(k for k, t in tensors.items() if not t.is_floating_point() or not torch.isfinite(t).all())
+    if missing or bad:
+        raise AdapterError(f"{path}: missing {missing}, not finite floating point {bad}")
+    return {name: {key: tensors[f"{name}.{key}"] for key in RESIDUAL_KEYS} for name in names}
 
 
 def load_adapter(
@@ -310,7 +362,21 @@ def load_adapter(
     problems = fit_problems(expected, {k: t.shape for k, t in adapter.tensors.items()})
     if problems:
         raise AdapterError(f"adapter {directory} does not fit this model: " + "; ".join(problems))
+    if adapter.residual is not None:
+        _put_residual(existing, adapter)
     with torch.no_grad():
         for key, tensor in adapter.tensors.items():
             params[key].copy_(tensor)
     return adapter
+
+
+def _put_residual(layers: dict[str, LoRALinear], adapter: Adapter) -> None:
+    """Replace the frozen weights of the adapted layers by the ones the adapter was trained against."""
+    problems = fit_problems(
+        {n: (layer.out_features, layer.in_features) for n, layer in layers.items()},
+        {n: tensors["frozen_weight"].shape for n, tensors in adapter.residual.items()},
+    )
+    if problems:
+        raise AdapterError(f"{adapter.directory / RESIDUAL_FILE} does not fit this model: " + "; ".join(problems))
+    for name, layer in layers.items():
+        layer.set_frozen_weight(adapter.residual[name]["frozen_weight"])

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from minituner.lora.layer import LoRALinear, lora_layers
+from minituner.lora.residual_init import RESIDUAL_INITS, ResidualStart
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,9 @@ def target_presets(mlp: str = "gelu") -> dict[str, list[str]]:
 
 TARGET_PRESETS = target_presets()
 BIAS_MODES = ("none", "lora_only", "all")
-INITS = ("default", "gaussian")  # lora_A kaiming-uniform, or normal with std 1/r (PEFT's "gaussian"); B = 0
+# default / gaussian: lora_A kaiming-uniform or normal with std 1/r (PEFT's "gaussian"), B = 0;
+# pissa / olora / loftq also change the frozen weights (residual_init.py)
+INITS = ("default", "gaussian", *RESIDUAL_INITS)
 LAYERS_PATTERN = "blocks"  # MiniGPT's ModuleList of transformer blocks
 
 
@@ -50,8 +53,11 @@ class LoRAConfig:
         use_rslora: Scale by alpha / sqrt(r).
         dora: DoRA: a trained magnitude per output feature times the normalised direction
             ``W + scaling * B A`` (PEFT's ``use_dora``).
-        init: How ``lora_A`` starts: ``default`` (kaiming-uniform) or ``gaussian`` (std 1/r); ``lora_B``
-            starts at zero either way, so the adapted model starts equal to its base.
+        init: How the adapter starts: ``default`` (``lora_A`` kaiming-uniform) or ``gaussian`` (std 1/r),
+            ``lora_B`` zero, so the adapted model starts equal to its base; or ``pissa``, ``olora``,
+            ``loftq`` (quantized bases), which take A and B from the base weight and freeze the rest
+            (``residual_init.py``).
+        loftq_iters: LoftQ's rounds of quantize-and-refit (>= 1).
         seed: Seed of the adapter's random init.
     """
 
@@ -64,6 +70,7 @@ class LoRAConfig:
     use_rslora: bool = False
     dora: bool = False
     init: str = "default"
+    loftq_iters: int = 1
     seed: int = 0
 
     def problems(self) -> list[str]:
@@ -77,6 +84,8 @@ class LoRAConfig:
             found.append(f"lora.dropout={self.dropout!r} is not allowed: must be in [0, 1)")
         if not isinstance(self.init, str) or self.init not in INITS:
             found.append(f"lora.init={self.init!r} is not allowed: must be one of {list(INITS)}")
+        if not isinstance(self.loftq_iters, int) or isinstance(self.loftq_iters, bool) or self.loftq_iters < 1:
+            found.append(f"lora.loftq_iters={self.loftq_iters!r} is not allowed: must be an integer >= 1")
         if not isinstance(self.bias, str) or self.bias not in BIAS_MODES:
             found.append(f"lora.bias={self.bias!r} is not allowed: must be one of {list(BIAS_MODES)}")
         for key in ("use_rslora", "dora"):
@@ -169,11 +178,13 @@ def select_targets(model: nn.Module, config: LoRAConfig) -> list[str]:
     return chosen
 
 
-def inject_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
+def inject_lora(model: nn.Module, config: LoRAConfig, starts: dict[str, ResidualStart] | None = None) -> list[str]:
     """Wrap the targeted linears of ``model`` in ``LoRALinear`` and freeze everything else.
 
     The adapters are initialised from a generator seeded with ``config.seed`` in module order,
-    so the same config always gives the same adapter, whatever the global RNG state.
+    so the same config always gives the same adapter, whatever the global RNG state. A layer
+    named in ``starts`` (PiSSA, OLoRA, LoftQ, whose frozen weights were already written) starts at
+    its factors instead.
 
     Returns:
         The adapted module names.
@@ -194,6 +205,8 @@ def inject_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
             dora=config.dora,
             gaussian_init=config.init == "gaussian",
         )
+        if starts and name in starts:
+            layer.start_from(starts[name].lora_A, starts[name].lora_B)
         model.set_submodule(name, layer)
     mark_trainable(model, config.bias)
     log.info("LoRA trainable parameters:\n%s", trainable_summary(model))

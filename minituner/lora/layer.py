@@ -62,7 +62,7 @@ class LoRALinear(nn.Module):
         self.base_layer = base_layer
         self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
         self.r, self.alpha, self.use_rslora = r, alpha, use_rslora
-        self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
+        self.scaling = self.scaling_of(r, alpha, use_rslora)
         # a quantized base may hold buffers only: take the device from whatever it has
         tensor = next(itertools.chain(base_layer.parameters(), base_layer.buffers()), None)
         factory = {"device": tensor.device} if tensor is not None else {}
@@ -82,6 +82,11 @@ class LoRALinear(nn.Module):
             with torch.no_grad():
                 norm = torch.linalg.norm(self.base_weight(), dim=1)  # B = 0: the base's own row norms
             self.lora_magnitude_vector = nn.Parameter(norm.to(self.lora_A.weight.device))
+
+    @staticmethod
+    def scaling_of(r: int, alpha: float, use_rslora: bool = False) -> float:
+        """The update's scale: ``alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA."""
+        return alpha / math.sqrt(r) if use_rslora else alpha / r
 
     @property
     def dora(self) -> bool:
@@ -164,6 +169,22 @@ class LoRALinear(nn.Module):
             raise TypeError(f"cannot merge into a {type(self.base_layer).__name__}: it has no weight tensor")
         return self.base_layer.weight.float()
 
+    @torch.no_grad()
+    def start_from(self, lora_A: torch.Tensor, lora_B: torch.Tensor) -> None:
+        """Start the adapter at these factors (PiSSA, OLoRA, LoftQ); DoRA's magnitude becomes ``||W + delta||``."""
+        self.lora_A.weight.copy_(lora_A)
+        self.lora_B.weight.copy_(lora_B)
+        if self.dora:
+            self.lora_magnitude_vector.copy_(torch.linalg.norm(self.base_weight() + self.delta_weight().float(), dim=1))
+
+    @torch.no_grad()
+    def set_frozen_weight(self, weight: torch.Tensor) -> None:
+        """Replace the base's dense (out, in) weight: quantized again in its scheme, or cast to its dtype."""
+        if isinstance(self.base_layer, QuantizedLinear):
+            self.base_layer.requantize_(weight)
+        else:
+            self.base_layer.weight.copy_(weight.to(self.base_layer.weight.dtype))
+
     def _write_base_weight(self, weight: torch.Tensor, action: str) -> None:
         if not torch.isfinite(weight).all():
             raise ValueError(f"refusing to {action}: the merged weight would contain NaN or Inf")
@@ -175,9 +196,7 @@ class LoRALinear(nn.Module):
                 QuantizedMergeWarning,
                 stacklevel=4,  # past no_grad's wrapper: the caller of merge()
             )
-            self.base_layer.requantize_(weight)
-        else:
-            self.base_layer.weight.copy_(weight.to(self.base_layer.weight.dtype))
+        self.set_frozen_weight(weight)
 
     def adapter_parameters(self) -> dict[str, nn.Parameter]:
         """The adapter's own parameters by their name inside this layer."""

@@ -26,8 +26,10 @@ from minituner.config.errors import ConfigError
 from minituner.config.identity import resumable_config
 from minituner.config.nodes import activation_checkpointing, lora_config, model_config
 from minituner.config.validation import validate_config
-from minituner.lora.adapter_io import save_adapter
-from minituner.lora.inject import inject_lora
+from minituner.lora.adapter_io import RESIDUAL_FILE, WEIGHTS_FILE, save_adapter
+from minituner.lora.inject import inject_lora, select_targets
+from minituner.lora.layer import LoRALinear
+from minituner.lora.residual_init import RESIDUAL_INITS, ResidualStart, freeze_residuals, residual_starts
 from minituner.model.minigpt import MiniGPT
 from minituner.model.precision import cast_frozen_base
 from minituner.quant.linear import quantize_model
@@ -80,11 +82,14 @@ def prepare_model(cfg: DictConfig) -> tuple[MiniGPT, LoadedBase | None]:
     return model, base
 
 
-def save_trained(cfg: DictConfig, model: MiniGPT, base: LoadedBase | None, metrics: dict) -> dict:
+def save_trained(
+    cfg: DictConfig, model: MiniGPT, base: LoadedBase | None, metrics: dict, starts: dict[str, ResidualStart]
+) -> dict:
     """Write what the regime produced and return its paths, hashes and sizes.
 
     ``pretrain`` stores the base in the cache, ``full`` the fine-tuned model in
-    ``<run dir>/model/``, ``lora`` the adapter in ``<run dir>/adapter/`` (PEFT layout).
+    ``<run dir>/model/``, ``lora`` the adapter in ``<run dir>/adapter/`` (PEFT layout; with the
+    frozen weights of a PiSSA, OLoRA or LoftQ start beside it).
     """
     run_dir = Path(cfg.paths.output_dir)
     if base is None:
@@ -104,12 +109,15 @@ def save_trained(cfg: DictConfig, model: MiniGPT, base: LoadedBase | None, metri
     saved = {"base_bytes": weights_bytes(base.directory)}
     if cfg.regime.trainable == "lora":
         directory = run_dir / "adapter"
-        digest = save_adapter(model, directory, lora_config(cfg), base.directory.name, base.weights_sha256)
-        return saved | {
+        digest = save_adapter(model, directory, lora_config(cfg), base.directory.name, base.weights_sha256, starts)
+        saved |= {
             "adapter_dir": str(directory),
             "adapter_sha256": digest,
-            "adapter_bytes": weights_bytes(directory),
+            "adapter_bytes": (directory / WEIGHTS_FILE).stat().st_size,
         }
+        if starts:  # the frozen weights the adapter was trained against, beside it
+            saved["residual_bytes"] = (directory / RESIDUAL_FILE).stat().st_size
+        return saved
     directory = run_dir / "model"
     digest = save_base(model, directory, {"finetuned_from": base.weights_sha256}, kind="model")
     return saved | {"model_dir": str(directory), "model_sha256": digest, "model_bytes": weights_bytes(directory)}
@@ -174,7 +182,8 @@ def _run(cfg: DictConfig, callbacks: list, run: RunContext, checkpoint: Path | N
     trainer = run.trainer = build_trainer(cfg, callbacks)
     evaluator = Evaluator(trainer, module, datamodule)
     metrics: dict = {"regime": cfg.regime.name, "seed": cfg.seed}
-    metrics |= prepare_frozen_base(cfg, model, base, evaluator)
+    frozen, starts = prepare_frozen_base(cfg, model, base, evaluator)
+    metrics |= frozen
     notify(callbacks, "on_model_ready", run)
     metrics |= fit(trainer, module, datamodule, checkpoint, callbacks)
     if base is None and "stopped_by_signal" in metrics:  # a half-trained base must not enter the cache
@@ -190,7 +199,7 @@ def _run(cfg: DictConfig, callbacks: list, run: RunContext, checkpoint: Path | N
     if "base_regular_ppl" in metrics:
         metrics["regular_ppl_drift"] = relative_drift(metrics["base_regular_ppl"], metrics["regular_ppl"])
     if is_main_process():  # under DDP the other ranks hold the same weights (checked above)
-        metrics |= save_trained(cfg, model, base, metrics)
+        metrics |= save_trained(cfg, model, base, metrics, starts)
         write_json_atomic(run.run_dir / "metrics.json", metrics)
     log.info("metrics: %s", metrics)
     return metrics
@@ -237,11 +246,16 @@ def build_trainer(cfg: DictConfig, callbacks: list) -> L.Trainer:
     )
 
 
-def prepare_frozen_base(cfg: DictConfig, model: MiniGPT, base: LoadedBase | None, evaluator: Evaluator) -> dict:
-    """Evaluate the base, quantize and cast its frozen weights, evaluate them as stored, inject LoRA.
+def prepare_frozen_base(
+    cfg: DictConfig, model: MiniGPT, base: LoadedBase | None, evaluator: Evaluator
+) -> tuple[dict, dict[str, ResidualStart]]:
+    """Evaluate the base, quantize and cast its frozen weights, inject LoRA, evaluate the model as stored.
 
-    The order is fixed: the frozen base is quantized from its fp32 weights first, then wrapped
-    with LoRA. Returns the metrics of these steps (the base's test figures, its storage).
+    The order is fixed: a PiSSA, OLoRA or LoftQ start is taken from the fp32 weights and leaves its
+    residual in them; the frozen base is then quantized from its fp32 weights, cast, and wrapped with
+    LoRA. Returns the metrics of these steps (the base's test figures, its storage; ``quantized_base_*``
+    / ``stored_base_*``: the model at step 0) and the residual starts by layer name (empty for the
+    other inits).
     """
     metrics = {}
     if base is not None and cfg.evaluate_base:
@@ -249,6 +263,10 @@ def prepare_frozen_base(cfg: DictConfig, model: MiniGPT, base: LoadedBase | None
         metrics |= {f"base_{k}": v for k, v in evaluator.test().items()}
     if base is not None:
         metrics |= {"base_dir": str(base.directory), "base_sha256": base.weights_sha256}
+    starts = {}
+    if cfg.regime.trainable == "lora" and cfg.lora.init in RESIDUAL_INITS:
+        starts = _residual_starts(cfg, model)
+        freeze_residuals(model, starts)
     quantized = cfg.quant.scheme != "none"
     if quantized:
         quantize_model(model, cfg.quant.scheme, cfg.quant.check_dequantized, cfg.quant.block_size)
@@ -256,12 +274,28 @@ def prepare_frozen_base(cfg: DictConfig, model: MiniGPT, base: LoadedBase | None
     if base is not None:
         metrics["base_dtype"] = cfg.base.dtype
         cast_frozen_base(model, cfg.base.dtype)  # what is left dense, in base.dtype (a no-op for float32)
-    if cfg.evaluate_base and (quantized or cfg.base.dtype != "float32"):  # the frozen base as stored
+    if cfg.regime.trainable == "lora":
+        inject_lora(model, lora_config(cfg), starts)
+    if cfg.evaluate_base and (quantized or cfg.base.dtype != "float32"):  # the base as stored, adapters at step 0
         prefix = "quantized_base_" if quantized else "stored_base_"
         metrics |= {f"{prefix}{k}": v for k, v in evaluator.test().items()}
-    if cfg.regime.trainable == "lora":
-        inject_lora(model, lora_config(cfg))
-    return metrics
+    return metrics, starts
+
+
+def _residual_starts(cfg: DictConfig, model: MiniGPT) -> dict[str, ResidualStart]:
+    """PiSSA / OLoRA / LoftQ factors of the adapted layers, from the fp32 base (validated up front)."""
+    config = lora_config(cfg)
+    scaling = LoRALinear.scaling_of(config.r, config.alpha, config.use_rslora)
+    return residual_starts(
+        model,
+        select_targets(model, config),
+        config.init,
+        config.r,
+        scaling,
+        cfg.quant.scheme,
+        cfg.quant.block_size,
+        config.loftq_iters,
+    )
 
 
 def fit(trainer: L.Trainer, module: MiniGPTModule, datamodule, checkpoint: Path | None, callbacks: list) -> dict:

@@ -140,7 +140,7 @@ def test_target_that_matches_nothing_lists_the_modules():
         ({"dropout": 1.0}, r"lora.dropout=1.0 is not allowed: must be in \[0, 1\)"),
         ({"bias": "some"}, r"lora.bias='some' is not allowed"),
         ({"target_modules": "(["}, r"is not a valid regex"),
-        ({"init": "pissa"}, r"lora.init='pissa' is not allowed: must be one of \['default', 'gaussian'\]"),
+        ({"init": "corda"}, r"lora.init='corda' is not allowed: must be one of \['default', 'gaussian', 'pissa'"),
         ({"dora": 1}, r"lora.dora=1 is not allowed: must be true or false"),
     ],
 )
