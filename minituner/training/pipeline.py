@@ -263,22 +263,32 @@ def prepare_frozen_base(
         metrics |= {f"base_{k}": v for k, v in evaluator.test().items()}
     if base is not None:
         metrics |= {"base_dir": str(base.directory), "base_sha256": base.weights_sha256}
-    starts = {}
+    adapted, starts = adapt_frozen_base(cfg, model, base is not None)
+    metrics |= adapted
+    quantized = cfg.quant.scheme != "none"
+    if cfg.evaluate_base and (quantized or cfg.base.dtype != "float32"):  # the base as stored, adapters at step 0
+        prefix = "quantized_base_" if quantized else "stored_base_"
+        metrics |= {f"{prefix}{k}": v for k, v in evaluator.test().items()}
+    return metrics, starts
+
+
+def adapt_frozen_base(cfg: DictConfig, model: MiniGPT, from_base: bool = True) -> tuple[dict, dict[str, ResidualStart]]:
+    """The model as it starts training: residual start, quantized, cast, adapters injected (no evaluation).
+
+    Returns the storage metrics of a quantized base and the residual starts by layer name.
+    """
+    metrics, starts = {}, {}
     if cfg.regime.trainable == "lora" and cfg.lora.init in RESIDUAL_INITS:
         starts = _residual_starts(cfg, model)
         freeze_residuals(model, starts)
-    quantized = cfg.quant.scheme != "none"
-    if quantized:
+    if cfg.quant.scheme != "none":
         quantize_model(model, cfg.quant.scheme, cfg.quant.check_dequantized, cfg.quant.block_size)
         metrics |= {"quant_scheme": cfg.quant.scheme, **quantized_storage(model)}
-    if base is not None:
+    if from_base:
         metrics["base_dtype"] = cfg.base.dtype
         cast_frozen_base(model, cfg.base.dtype)  # what is left dense, in base.dtype (a no-op for float32)
     if cfg.regime.trainable == "lora":
         inject_lora(model, lora_config(cfg), starts)
-    if cfg.evaluate_base and (quantized or cfg.base.dtype != "float32"):  # the base as stored, adapters at step 0
-        prefix = "quantized_base_" if quantized else "stored_base_"
-        metrics |= {f"{prefix}{k}": v for k, v in evaluator.test().items()}
     return metrics, starts
 
 
