@@ -13,15 +13,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import qlora_gap  # noqa: E402
 import quant_layer  # noqa: E402
 import quant_throughput  # noqa: E402
 import scaling  # noqa: E402
 import train_throughput  # noqa: E402
 from device import CPU, device_named  # noqa: E402
 
+from minituner.config.shipped import CONF_DIR  # noqa: E402
+from minituner.config.validation import validate_config  # noqa: E402
 from minituner.model.minigpt import MiniGPT, MiniGPTConfig  # noqa: E402
 
 
@@ -148,3 +152,19 @@ def test_nf4_width_measures_part_b_of_a_bare_base():
     errors = nf4_width.nf4_errors(model, batch)
     assert 0 < errors["relative_logit_error"] < 1 and 0.5 <= errors["top1_agreement"] <= 1
     assert 0.05 < errors["weight_error"] < 0.2  # NF4 with blocks of 64: about a tenth of each weight's magnitude
+
+
+def test_qlora_gap_share_is_the_paired_gap_closed_and_unresolved_when_the_gap_is_noise():
+    closed_half = qlora_gap.gap_share([0.6, 0.7, 0.8], lora=[1.0, 1.1, 1.2], qlora=[0.2, 0.3, 0.4])
+    assert closed_half["gap_resolved"] and closed_half["share"] == pytest.approx(0.5)
+    assert closed_half["share_68"][0] <= 0.5 <= closed_half["share_68"][1]
+    noise = qlora_gap.gap_share([0.5, 0.5, 0.5], lora=[0.4, 0.6, 0.5], qlora=[0.6, 0.4, 0.5])
+    assert not noise["gap_resolved"] and noise["share"] is None
+
+
+def test_qlora_gap_rows_are_the_variant_configs_and_the_multirun_sweeps_them_all(make_cfg):
+    assert sorted(qlora_gap.ROWS) == sorted(p.stem for p in (CONF_DIR / "variant").glob("*.yaml"))
+    sweep = OmegaConf.load(CONF_DIR / "experiment" / "qlora_gap.yaml").hydra.sweeper.params
+    assert sweep.variant.split(",") == qlora_gap.ROWS
+    for row in qlora_gap.ROWS:
+        validate_config(make_cfg(f"variant={row}"))

@@ -313,6 +313,7 @@ def load_adapter(
     directory: Path,
     base_sha256: str | None = None,
     allow_base_mismatch: bool = False,
+    put_residual: bool = True,
 ) -> Adapter:
     """Apply an adapter directory to ``model`` and load its weights.
 
@@ -325,6 +326,8 @@ def load_adapter(
         directory: The adapter directory.
         base_sha256: SHA-256 of the model's base weights, checked against the adapter's record.
         allow_base_mismatch: Load even when the adapter was trained on another base.
+        put_residual: For a PiSSA / OLoRA / LoftQ adapter, replace the adapted layers' frozen weights by
+            the ones it was trained against (False: the caller has put them in place, e.g. rounded).
 
     Raises:
         AdapterError: Naming each mismatch (base hash, rank, targets, missing / unexpected
@@ -362,7 +365,7 @@ def load_adapter(
     problems = fit_problems(expected, {k: t.shape for k, t in adapter.tensors.items()})
     if problems:
         raise AdapterError(f"adapter {directory} does not fit this model: " + "; ".join(problems))
-    if adapter.residual is not None:
+    if adapter.residual is not None and put_residual:
         _put_residual(existing, adapter)
     with torch.no_grad():
         for key, tensor in adapter.tensors.items():

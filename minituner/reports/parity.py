@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from minituner.lora.adapter_io import load_adapter
+from minituner.lora.adapter_io import load_adapter, read_adapter
 from minituner.model.precision import cast_frozen_base
 from minituner.quant.linear import quantizable_linears, rounded_weight
 from minituner.reports.merge_fidelity import base_copy, compare_logits, logits_of
@@ -35,14 +35,19 @@ from minituner.store.base_cache import LoadedBase
 
 
 def rounded_copy(base: LoadedBase, scheme: str, dtype: str, adapter_dir: Path) -> nn.Module:
-    """Model C: the adapter on dense linears holding the ``scheme``-rounded weights, the rest in ``dtype``."""
+    """Model C: the adapter on dense linears holding the ``scheme``-rounded weights, the rest in ``dtype``.
+
+    A PiSSA / OLoRA / LoftQ adapter's layers hold its rounded residual instead of the base's weight.
+    """
     model = copy.deepcopy(base.model)
     cast_frozen_base(model, dtype)
+    residual = read_adapter(adapter_dir).residual or {}
     with torch.no_grad():
         for name in quantizable_linears(model):
             layer = model.get_submodule(name)
-            layer.weight.copy_(rounded_weight(base.model.get_submodule(name).weight, scheme, layer.weight.dtype))
-    load_adapter(model, adapter_dir, base.weights_sha256)
+            weight = residual[name]["frozen_weight"] if name in residual else base.model.get_submodule(name).weight
+            layer.weight.copy_(rounded_weight(weight, scheme, layer.weight.dtype))
+    load_adapter(model, adapter_dir, base.weights_sha256, put_residual=False)
     return model
 
 

@@ -15,9 +15,10 @@ from minituner.lora.layer import LoRALinear, adapter_parameters, lora_layers
 from minituner.lora.residual_init import freeze_residuals, residual_starts
 from minituner.model.precision import cast_frozen_base
 from minituner.quant.linear import QuantizedLinear, quantize_model, rounded_weight
-from minituner.store.base_cache import load_base
+from minituner.reports.parity import parity
+from minituner.store.base_cache import LoadedBase, load_base
 from minituner.training.pipeline import train
-from tests.helpers import IDX, QUICK, base_model, compose_config, save_tiny_base
+from tests.helpers import BASE_SHA, IDX, QUICK, base_model, compose_config, save_tiny_base
 
 CONFIG = LoRAConfig(r=4, alpha=8, target_modules="all_linear")
 
@@ -89,7 +90,7 @@ def test_qpissa_quantizes_the_residual_of_the_full_precision_svd():
 def test_a_saved_residual_adapter_loads_onto_the_plain_base_with_the_trained_logits(tmp_path, init, quant):
     model, starts, config = started(init, quant)
     model = trained(model)
-    save_adapter(model, tmp_path / "a", config, "base", "ab" * 32, starts)
+    save_adapter(model, tmp_path / "a", config, "base", BASE_SHA, starts)
     assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["init_lora_weights"] == init
     loaded = base_model()
     if quant != "none":
@@ -100,7 +101,7 @@ def test_a_saved_residual_adapter_loads_onto_the_plain_base_with_the_trained_log
 
 def test_a_residual_adapter_without_its_residual_file_is_refused_naming_it(tmp_path):
     model, starts, config = started("pissa")
-    save_adapter(model, tmp_path / "a", config, "base", "ab" * 32, starts)
+    save_adapter(model, tmp_path / "a", config, "base", BASE_SHA, starts)
     (tmp_path / "a" / RESIDUAL_FILE).unlink()
     with pytest.raises(AdapterError, match=rf"init_lora_weights=.pissa. .*{RESIDUAL_FILE} .* is missing"):
         load_adapter(base_model(), tmp_path / "a")
@@ -115,7 +116,7 @@ def test_the_rank_2r_export_serves_on_the_untouched_base_in_minituner_and_peft(t
     config = LoRAConfig(**(CONFIG.to_dict() | {"use_rslora": rslora, "dora": dora}))
     model, starts, config = started(init.removesuffix("_dora"), config=config)
     model = trained(model)
-    save_adapter(model, tmp_path / "a", config, "base", "ab" * 32, starts)
+    save_adapter(model, tmp_path / "a", config, "base", BASE_SHA, starts)
     assert merge_app.main([str(tmp_path / "a"), str(tmp_path / "plain"), "--as-lora"]) == 0
     exported = json.loads((tmp_path / "plain" / "adapter_config.json").read_text())
     assert (exported["r"], exported["init_lora_weights"]) == (2 * config.r, True)
@@ -129,7 +130,7 @@ def test_the_rank_2r_export_serves_on_the_untouched_base_in_minituner_and_peft(t
 def test_exporting_a_plain_lora_adapter_is_refused(tmp_path, capsys):
     model = base_model()
     inject_lora(model, CONFIG)
-    save_adapter(model, tmp_path / "a", CONFIG, "base", "ab" * 32)
+    save_adapter(model, tmp_path / "a", CONFIG, "base", BASE_SHA)
     assert merge_app.main([str(tmp_path / "a"), str(tmp_path / "plain"), "--as-lora"]) == 2
     assert "already a plain LoRA of it: nothing to export" in capsys.readouterr().err
     assert not (tmp_path / "plain").exists()
@@ -159,3 +160,12 @@ def test_a_qpissa_run_from_the_config_keeps_its_residual_and_merges_to_what_it_t
     merged, on_plain = load_base(tmp_path / "merged").model.eval(), load_base(base).model
     load_adapter(on_plain, tmp_path / "plain")
     assert (merged(IDX)[0] - on_plain.eval()(IDX)[0]).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("init", ["pissa", "loftq"])
+def test_part_b_checks_a_residual_adapter_against_its_rounded_residual(tmp_path, init):
+    model, starts, config = started(init, "nf4_dq")
+    save_adapter(trained(model), tmp_path / "a", config, "base", BASE_SHA, starts)
+    base = LoadedBase(base_model(), tmp_path, BASE_SHA, {})
+    check, _ = parity(base, "nf4_dq", "float16", tmp_path / "a", (IDX, torch.ones_like(IDX, dtype=torch.bool)))
+    assert check["within_tolerance"], check
