@@ -1,6 +1,7 @@
 """PiSSA, OLoRA and LoftQ (``lora.init``): the step-0 function, LoftQ's error, the saved residual, the export."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,27 @@ def test_part_b_checks_a_residual_adapter_against_its_rounded_residual(tmp_path,
     base = LoadedBase(base_model(), tmp_path, BASE_SHA, {})
     check, _ = parity(base, "nf4_dq", "float16", tmp_path / "a", (IDX, torch.ones_like(IDX, dtype=torch.bool)))
     assert check["within_tolerance"], check
+
+
+def test_a_loftq_run_resumed_from_its_step_3_checkpoint_ends_bit_identical(tmp_path):
+    base = save_tiny_base(tmp_path / "base")
+    quick = [o for o in QUICK if not o.startswith(("trainer.max_steps", "trainer.val_check_interval"))]
+    args = [
+        *quick,
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=6",
+        "callbacks.checkpoint.every_n_steps=3",
+        "regime=lora",
+        f"base.path={base}",
+    ]
+    args += ["lora.init=loftq", "quant=nf4"]
+    reference = train(compose_config(args, tmp_path, run="reference"))
+    shutil.copytree(tmp_path / "reference", tmp_path / "resumed", ignore=shutil.ignore_patterns("step-00000006"))
+    for finished in ("metrics.json", "adapter"):
+        path = tmp_path / "resumed" / finished
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    resumed = train(compose_config([*args, f"resume={tmp_path}/resumed"], tmp_path, run="resumed"))
+    varying = {"train_seconds", "adapter_dir"}
+    assert {k: v for k, v in resumed.items() if k not in varying} == {
+        k: v for k, v in reference.items() if k not in varying
+    }
