@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup main test lint bench bench-seeds shipped clean
+.PHONY: setup main test lint bench bench-seeds bench-qlora-gap shipped clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,12 @@ bench: setup
 bench-seeds: setup
 	$(BIN)/python benchmarks/seed_robustness.py --jobs 2 --json-out benchmarks/results/seed_robustness.json
 	$(BIN)/python benchmarks/frontier.py --jobs 2 --json-out benchmarks/results/frontier.json
+
+# The QLoRA-gap study (benchmarks/qlora_gap.py): 10 LoRA variants x 3 bases x 3 seeds at the short budget
+# (about 45 min on 2 cores), then the recipe's budget (about 2 h; finished cells are read, not rerun).
+bench-qlora-gap: setup
+	$(BIN)/python benchmarks/qlora_gap.py --budgets short --jobs 2 --write
+	$(BIN)/python benchmarks/qlora_gap.py --budgets default --jobs 2 --write --name qlora_gap_default
 
 # Rebuild the base and the reference adapter that ship in minituner/shipped/ (about 5 min on 2 cores):
 # pretrained and trained from scratch in outputs/shipping/, then copied with their provenance.
