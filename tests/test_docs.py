@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,3 +53,15 @@ def test_every_relative_link_points_at_a_file_that_exists(page):
             if not (page.parent / target.split("#")[0]).exists():
                 dead.append(f"{page.name}:{number}: {target}")
     assert not dead, dead
+
+
+@pytest.mark.parametrize("script", ["train", "preview", "generate", "data", "count", "merge", "sweep-report"])
+def test_every_console_script_s_help_starts_with_its_purpose_and_fits_a_screen(script, monkeypatch, capsys):
+    entry = importlib.metadata.entry_points(group="console_scripts")[f"minituner-{script}"].load()
+    monkeypatch.setattr(sys, "argv", [f"minituner-{script}", "--help"])
+    with contextlib.suppress(SystemExit):  # argparse exits after --help, Hydra returns
+        entry()
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert lines[0].startswith(f"minituner-{script}: ") and len(lines) <= 40, text
+    assert "examples:" in text.lower() and "powered by Hydra" not in text

@@ -6,10 +6,10 @@ LoRA of the untouched base.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from minituner.apps.purpose_parser import PurposeFirstParser
 from minituner.lora.adapter_io import AdapterError
 from minituner.lora.export import export_plain_lora
 from minituner.lora.merge import MERGE_TARGETS, merge_to_checkpoint
@@ -20,8 +20,13 @@ from minituner.store.ownership import OwnershipError
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point ``minituner-merge ADAPTER_DIR OUT_DIR [--base BASE_DIR] [--overwrite]`` (2: bad input)."""
-    parser = argparse.ArgumentParser(
-        prog="minituner-merge", description="Merge a LoRA adapter into its base and save the result."
+    parser = PurposeFirstParser(
+        "minituner-merge",
+        "write a LoRA adapter merged into its base (a base checkpoint), or export it as a plain LoRA.",
+        "  minituner-merge outputs/runs/<run>/adapter merged/                      # fp32 base + adapter\n"
+        "  minituner-merge outputs/runs/<run>/adapter merged_nf4/ --quant nf4_dq   # merged into the NF4 weights\n"
+        "  minituner-merge outputs/runs/<run>/adapter plain/ --as-lora             # PiSSA, OLoRA, LoftQ\n\n"
+        "writes: OUT_DIR only (a new or empty directory, or an earlier merged model; never files of yours)",
     )
     parser.add_argument("adapter_dir", type=Path, help="adapter directory (a run's adapter/)")
     parser.add_argument("out_dir", type=Path, help="directory for the merged checkpoint")

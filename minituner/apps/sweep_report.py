@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from minituner.apps.purpose_parser import PurposeFirstParser
 from minituner.reports.sweep import write_sweep_report
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point ``minituner-sweep-report <sweep dir>``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = PurposeFirstParser(
+        "minituner-sweep-report",
+        "rebuild a multirun's sweep.csv, REPORT.md and sweep.png (and sweep_groups.csv over seeds) from its jobs.",
+        "  minituner-sweep-report outputs/multiruns/<date>_<time>_rank_ablation\n"
+        "  minituner-sweep-report outputs/multiruns/<sweep>   # after adding or rerunning jobs\n"
+        "  minituner-sweep-report <sweep dir> && cat <sweep dir>/REPORT.md\n\n"
+        "writes: sweep.csv, REPORT.md and sweep.png in the sweep directory",
+    )
     parser.add_argument("sweep_dir", type=Path, help="a Hydra multirun directory (outputs/multiruns/<date>_<time>)")
     args = parser.parse_args(argv)
     try:
