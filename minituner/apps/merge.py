@@ -9,17 +9,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from minituner.apps.purpose_parser import PurposeFirstParser
 from minituner.lora.adapter_io import AdapterError
 from minituner.lora.export import export_plain_lora
 from minituner.lora.merge import MERGE_TARGETS, merge_to_checkpoint
 from minituner.quant.linear import SCHEMES
 from minituner.store.base_cache import BaseCheckpointError
 from minituner.store.ownership import OwnershipError
+from minituner.training.terminal import PurposeFirstParser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point ``minituner-merge ADAPTER_DIR OUT_DIR [--base BASE_DIR] [--overwrite]`` (2: bad input)."""
+def _parser() -> PurposeFirstParser:
     parser = PurposeFirstParser(
         "minituner-merge",
         "write a LoRA adapter merged into its base (a base checkpoint), or export it as a plain LoRA.",
@@ -59,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         help="instead of merging: write a PiSSA, OLoRA or LoftQ adapter as a rank-2r plain LoRA of the original "
         "base (it then serves on the untouched base, in minituner or PEFT)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``minituner-merge ADAPTER_DIR OUT_DIR [--base BASE_DIR] [--overwrite]`` (2: bad input)."""
+    args = _parser().parse_args(argv)
     try:
         if args.as_lora:
             digest = export_plain_lora(args.adapter_dir, args.out_dir, args.overwrite)

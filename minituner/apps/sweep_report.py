@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from minituner.apps.purpose_parser import PurposeFirstParser
 from minituner.reports.sweep import write_sweep_report
+from minituner.training.terminal import PurposeFirstParser
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -341,21 +341,7 @@ def load_adapter(
             f"({adapter.raw_config.get('base_model_name_or_path')}), but this base is "
             f"sha256:{base_sha256}; pass allow_base_mismatch=True to load it anyway"
         )
-    existing = lora_layers(model)
-    if not existing:
-        try:
-            inject_lora(model, adapter.config)
-        except ValueError as error:  # targets that match nothing or a module that is not linear
-            raise AdapterError(f"{adapter.directory / CONFIG_FILE}: {error}") from error
-        existing = lora_layers(model)
-    else:
-        problems = [
-            f"{name}: model has r={layer.r}, adapter has r={adapter.config.r}"
-            for name, layer in existing.items()
-            if layer.r != adapter.config.r
-        ]
-        if problems:
-            raise AdapterError(f"rank mismatch loading {directory}: " + "; ".join(problems))
+    existing = _lora_layers_for(model, adapter)
     targets = {}
     for name, layer in existing.items():
         targets.update({_peft_key(f"{name}.{k}"): p for k, p in layer.adapter_parameters().items()})
@@ -371,6 +357,25 @@ def load_adapter(
         for key, tensor in adapter.tensors.items():
             params[key].copy_(tensor)
     return adapter
+
+
+def _lora_layers_for(model: nn.Module, adapter: Adapter) -> dict[str, LoRALinear]:
+    """The model's LoRA layers: injected from the adapter's config, or the existing ones if of its rank."""
+    existing = lora_layers(model)
+    if not existing:
+        try:
+            inject_lora(model, adapter.config)
+        except ValueError as error:  # targets that match nothing or a module that is not linear
+            raise AdapterError(f"{adapter.directory / CONFIG_FILE}: {error}") from error
+        return lora_layers(model)
+    problems = [
+        f"{name}: model has r={layer.r}, adapter has r={adapter.config.r}"
+        for name, layer in existing.items()
+        if layer.r != adapter.config.r
+    ]
+    if problems:
+        raise AdapterError(f"rank mismatch loading {adapter.directory}: " + "; ".join(problems))
+    return existing
 
 
 def _put_residual(layers: dict[str, LoRALinear], adapter: Adapter) -> None:

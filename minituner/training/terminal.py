@@ -8,6 +8,7 @@ warning, Lightning's included, still shows.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
@@ -118,3 +119,16 @@ def run_summary(run_dir: str, metrics: dict) -> str:
     if figures:
         lines.append(" | ".join(figures))
     return "\n".join(lines)
+
+
+class PurposeFirstParser(argparse.ArgumentParser):
+    """``--help`` opens with ``<prog>: <purpose>``, then the usage and options, then the ``examples`` as given."""
+
+    def __init__(self, prog: str, purpose: str, examples: str, **kwargs):
+        super().__init__(
+            prog=prog, epilog=f"examples:\n{examples}", formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs
+        )
+        self.purpose = purpose
+
+    def format_help(self) -> str:
+        return f"{self.prog}: {self.purpose}\n\n{super().format_help()}"
