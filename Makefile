@@ -23,30 +23,31 @@ main: setup
 
 # Two workers (pytest-xdist): most of the suite is processes that import Lightning and train a tiny
 # model, so two at a time use both cores; workers steal tests from each other to finish together.
+# --durations lists the slowest tests at the end: where the suite's time goes.
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -n 2 --dist worksteal
+	$(BIN)/python -m pytest -n 2 --dist worksteal --durations=15
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 bench: setup
-	$(BIN)/python benchmarks/pretrain_time.py
-	$(BIN)/python benchmarks/generate_speed.py --json-out benchmarks/results/generate_speed.json
+	$(BIN)/python benchmarks/pretrain_time.py --write
+	$(BIN)/python benchmarks/generate_speed.py --write
 	$(BIN)/python benchmarks/compare_regimes.py --write
-	$(BIN)/python benchmarks/quant_throughput.py
-	$(BIN)/python benchmarks/quant_layer.py --dtypes float32 bfloat16
-	$(BIN)/python benchmarks/train_throughput.py
-	$(BIN)/python benchmarks/memory_scale.py
+	$(BIN)/python benchmarks/quant_throughput.py --write
+	$(BIN)/python benchmarks/quant_layer.py --dtypes float32 bfloat16 --write
+	$(BIN)/python benchmarks/train_throughput.py --write
+	$(BIN)/python benchmarks/memory_scale.py --write
 	$(BIN)/python benchmarks/scaling.py --write
 
 # The seed statistics behind the README's headline table and the frontier figure (about 35 min
 # on 2 cores): 3 bases x 3 seeds of LoRA and QLoRA, then 7 recipes per base.
 bench-seeds: setup
 	$(BIN)/python benchmarks/seed_robustness.py --jobs 2 --json-out benchmarks/results/seed_robustness.json
-	$(BIN)/python benchmarks/frontier.py --jobs 2 --json-out benchmarks/results/frontier.json
+	$(BIN)/python benchmarks/frontier.py --jobs 2 --write
 
 # The QLoRA-gap study (benchmarks/qlora_gap.py): 10 LoRA variants x 3 bases x 3 seeds at the short budget
 # (about 45 min on 2 cores), then the recipe's budget (about 2 h; finished cells are read, not rerun).

@@ -5,8 +5,11 @@ default MiniGPT shape and the ~100M preset (random weights: speed does not depen
 end-of-text row of the tied embedding is zeroed so no run stops early). Each figure is the median
 of repeated runs in this process, tokens per second = new tokens / seconds; ``speedup`` is the
 cached rate over the uncached one. Without the cache step t recomputes all t positions (O(T^2)
-work in all); with it each step runs one position. Prints JSON (``--json-out`` also writes it).
+work in all); with it each step runs one position. Prints JSON; ``--write`` also writes
+``benchmarks/results/generate_speed.json`` and the generated ``generate_speed.md``.
 Goal: the cache is faster beyond a few dozen tokens.
+
+    .venv/bin/python benchmarks/generate_speed.py [--write]
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from result_files import markdown_table, write_results
 
 from minituner.config.nodes import model_preset
 from minituner.generation.sampling import SamplingSettings, generate_batch
@@ -52,11 +55,29 @@ def rate(model: MiniGPT, new_tokens: int, use_cache: bool, repeats: int) -> dict
     return {"new_tokens": produced, "seconds": round(seconds, 5), "tokens_per_second": round(produced / seconds, 1)}
 
 
+def report(results: dict) -> str:
+    """The markdown table of ``results``: tokens per second with and without the cache."""
+    rows = [
+        [
+            f"`{name}` ({entry['parameters'] / 1e6:.2f}M)",
+            row["new_tokens"],
+            f"{row['cached']['tokens_per_second']} tok/s",
+            f"{row['uncached']['tokens_per_second']} tok/s",
+            f"**{row['speedup']:.2f}x**",
+        ]
+        for name, entry in results["models"].items()
+        for row in entry["rows"]
+    ]
+    header = ["model", "new tokens", "with cache", "without", "speedup"]
+    setting = f"Greedy, batch 1, {results['threads']} threads, median of {results['repeats']} repeats, random weights."
+    return f"{setting}\n\n{markdown_table(header, rows)}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument("--write", action="store_true", help="write results/generate_speed.{json,md}")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = {"threads": args.threads, "repeats": args.repeats, "torch": torch.__version__, "models": {}}
@@ -76,10 +97,9 @@ def main() -> None:
             )
             print(json.dumps({"model": name, **rows[-1]}), flush=True)
         results["models"][name] = {"parameters": model.num_parameters(), "rows": rows}
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json_out:
-        args.json_out.write_text(text + "\n")
+    if args.write:
+        write_results("generate_speed", results, "Generation speed with and without the KV cache", report(results))
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -7,13 +7,15 @@ QLoRA, store the rest of the frozen base in bf16 for the ``_bf16`` rows, inject 
 batch of 4 x 128 tokens, then read the exact tensor ledger (weights / grads / Adam bytes) and
 the peak RSS, beside the memory calculator's prediction for the same config. Goals: QLoRA's
 peak clearly below LoRA's; measured tensor bytes within 2% of the prediction for every regime.
-Writes the table to stdout (JSON) and the bar chart to ``benchmarks/figures/memory_scale_100m.png``.
+Prints JSON and draws ``benchmarks/figures/memory_scale_100m.png``; ``--write`` also writes
+``benchmarks/results/memory_scale_100m.json`` and the generated ``memory_scale_100m.md``.
 
-    .venv/bin/python benchmarks/memory_scale.py
+    .venv/bin/python benchmarks/memory_scale.py [--write]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from pathlib import Path
 import torch
 from device import CPU
 from matplotlib.figure import Figure
+from result_files import markdown_table, write_results
 from train_throughput import BATCHES, LORA, build, fixed_batch, optimizer_for, shape
 
 from minituner.memory.footprint import predict
@@ -72,18 +75,18 @@ def child(regime: str) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = [
-        "| regime | trainable | weights MiB | grads MiB | Adam MiB | tensors MiB (predicted) | error | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    """Measured tensor bytes per bucket beside the prediction, and the peak RSS, one row per regime."""
+    header = ["regime", "trainable", "weights MiB", "grads MiB", "Adam MiB", "tensors MiB (predicted)", "error"]
+    cells = []
     for row in rows:
         m, p = row["measured"], row["predicted"]
-        lines.append(
-            f"| {row['regime']} | {row['trainable_params']:,} | {m['weights'] / MIB:.1f} | {m['grads'] / MIB:.1f} | "
-            f"{m['adam'] / MIB:.1f} | {m['total'] / MIB:.1f} ({p['total'] / MIB:.1f}) | {row['error']:+.3%} | "
-            f"{row['peak_rss_bytes'] / MIB:.0f} |"
+        cells.append(
+            [row["regime"], f"{row['trainable_params']:,}"]
+            + [f"{m[bucket] / MIB:.1f}" for bucket in BUCKETS]
+            + [f"{m['total'] / MIB:.1f} ({p['total'] / MIB:.1f})", f"{row['error']:+.3%}"]
         )
-    return "\n".join(lines)
+        cells[-1].append(f"{row['peak_rss_bytes'] / MIB:.0f}")
+    return markdown_table([*header, "peak RSS MiB"], cells)
 
 
 def plot(rows: list[dict]) -> None:
@@ -109,6 +112,9 @@ def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         print(json.dumps(child(sys.argv[2])))
         return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="write results/memory_scale_100m.{json,md}")
+    args = parser.parse_args()
     rows = []
     for regime in REGIMES:
         done = subprocess.run([sys.executable, __file__, "--child", regime], capture_output=True, text=True, check=True)
@@ -117,22 +123,25 @@ def main() -> None:
         rows.append(row)
     by_regime = {r["regime"]: r for r in rows}
     plot(rows)
-    print(
-        json.dumps(
-            {
-                "model": MODEL,
-                "batch": dict(zip(("sequences", "tokens_per_sequence"), BATCHES[MODEL], strict=True)),
-                "regimes": rows,
-                "qlora_vs_lora_peak_rss": round(
-                    by_regime["qlora"]["peak_rss_bytes"] / by_regime["lora"]["peak_rss_bytes"], 3
-                ),
-                "max_abs_tensor_error": max(abs(r["error"]) for r in rows),
-                "table": table(rows),
-                "figure": str(FIGURE),
-            },
-            indent=2,
+    result = {
+        "model": MODEL,
+        "batch": dict(zip(("sequences", "tokens_per_sequence"), BATCHES[MODEL], strict=True)),
+        "regimes": rows,
+        "qlora_vs_lora_peak_rss": round(by_regime["qlora"]["peak_rss_bytes"] / by_regime["lora"]["peak_rss_bytes"], 3),
+        "max_abs_tensor_error": max(abs(r["error"]) for r in rows),
+        "figure": str(FIGURE.relative_to(FIGURE.parents[2])),
+    }
+    if args.write:
+        sequences, tokens = BATCHES[MODEL]
+        body = (
+            f"`{MODEL}` from random weights, two AdamW steps on {sequences} x {tokens} tokens, each regime in its own"
+            " process; `_bf16`: the frozen base but the NF4 codes and scales stored in bf16.\n\n"
+            f"{table(rows)}\n\nQLoRA / LoRA peak RSS: {result['qlora_vs_lora_peak_rss']}; largest tensor-byte"
+            f" error against the prediction: {result['max_abs_tensor_error']:.3%}.\n\n"
+            "![ledger and peak RSS](../figures/memory_scale_100m.png)"
         )
-    )
+        write_results("memory_scale_100m", result, "Training memory at ~100M parameters", body)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ and bitsandbytes's ``Linear4bit`` (NF4, double quantization, blocks of 64) when 
 Transient memory is measured: the most bytes allocated at once during one forward + backward
 (the profiler's allocation events on the CPU, the caching allocator's peak on CUDA) minus the same
 for the ``nn.Linear``, whose dense weight already exists; the result is the quantized layer's own
-working memory (the dequantized weight or chunk, and its index scratch). Prints JSON.
-Goals (issue #21): within 1.5x of ``Linear4bit`` at 4096x4096; transient at most 1/8 of the dense weight.
+working memory (the dequantized weight or chunk, and its index scratch). Prints JSON; ``--write``
+also writes ``benchmarks/results/quant_layer.json`` (``quant_layer_cuda``) and the generated page.
+Goals: within 1.5x of ``Linear4bit`` at 4096x4096; transient at most 1/8 of the dense weight.
 
-    .venv/bin/python benchmarks/quant_layer.py [--repeats 7] [--dtypes float32 bfloat16] [--device cuda]
+    .venv/bin/python benchmarks/quant_layer.py [--repeats 7] [--dtypes float32 bfloat16] [--device cuda] [--write]
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 
 import torch
 from device import CPU, Device, add_device_argument
+from result_files import markdown_table, write_results
 from torch import nn
 from train_throughput import linear4bit
 
@@ -86,11 +88,40 @@ def measure(
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
 
 
+def report(result: dict) -> str:
+    """One row per shape and dtype: the four layers' times, chunked / bnb and the transient share."""
+
+    def share(row: dict, name: str) -> str:
+        return f"{row[f'{name}_transient_share']:.3g}"
+
+    rows = [
+        [
+            f"{row['shape'][0]} x {row['shape'][1]}, {row['dtype']}",
+            f"{row['chunked_ms']:.1f} ms" + (" (whole)" if row["chunk_rows"] is None else ""),
+            f"{row['whole_weight_ms']:.1f} ms",
+            f"{row['linear_ms']:.1f} ms",
+            f"{row['bnb_linear4bit_ms']:.1f} ms" if "bnb_linear4bit_ms" in row else "",
+            f"{row['chunked_vs_bnb']:.2f}" if "chunked_vs_bnb" in row else "",
+            f"{share(row, 'chunked')} ({share(row, 'whole_weight')})",
+        ]
+        for row in result["layers"]
+    ]
+    header = ["out x in, activations", "chunked", "whole weight", "`nn.Linear`", "bitsandbytes `Linear4bit`"]
+    header += ["chunked / bnb", "transient / dense weight, chunked (whole)"]
+    goals = ", ".join(f"{goal}: {'met' if met else 'not met'}" for goal, met in result["goals_4096x4096"].items())
+    setting = (
+        f"Forward + backward to the input on {result['tokens']} tokens, NF4-DQ, median of repeats; "
+        f'bitsandbytes {result["bitsandbytes"]}. "(whole)": the layer is small enough to be dequantized whole.'
+    )
+    return f"{setting}\n\n{markdown_table(header, rows)}\n\nGoals at 4096 x 4096: {goals}."
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     add_device_argument(parser)
+    parser.add_argument("--write", action="store_true", help="write results/quant_layer.{json,md}")
     args = parser.parse_args()
     host = args.device.setup()
     rows = [measure(o, i, args.repeats, getattr(torch, d), args.device) for d in args.dtypes for o, i in SHAPES]
@@ -105,6 +136,9 @@ def main() -> None:
         "goals_4096x4096": {"transient_at_most_one_eighth": big["chunked_transient_share"] <= 1 / 8}
         | ({"within_1.5x_of_bnb": big["chunked_vs_bnb"] <= 1.5} if "chunked_vs_bnb" in big else {}),
     }
+    if args.write:
+        name = "quant_layer_cuda" if args.device.is_cuda else "quant_layer"
+        write_results(name, result, "One quantized layer: time and transient memory", report(result))
     print(json.dumps(result, indent=2))
 
 

@@ -4,11 +4,12 @@ For a 4096x4096 fp32 weight and for MiniGPT's two layer shapes (64x64, 256x64), 
 minituner's NF4 quantize and dequantize (median of repeated runs, 2 threads on the CPU) and, when
 bitsandbytes is installed, its ``quantize_4bit`` / ``dequantize_4bit`` with NF4 and blocks of
 64 on the same tensor in the same process. Also reports the NF4 and int4 round-trip error on
-normally distributed weights and the bits per weight measured on a quantized layer. Prints JSON.
-Goals: quantize at least as fast as bitsandbytes, dequantize within 1.5x of its time.
-``--device cuda``: the tensors on the GPU, timers synchronised with it.
+normally distributed weights and the bits per weight measured on a quantized layer. Prints JSON;
+``--write`` also writes ``benchmarks/results/quant_throughput.json`` (``quant_throughput_cuda``) and
+the generated page. Goals: quantize at least as fast as bitsandbytes, dequantize within 1.5x of its
+time. ``--device cuda``: the tensors on the GPU, timers synchronised with it.
 
-    .venv/bin/python benchmarks/quant_throughput.py [--device cuda]
+    .venv/bin/python benchmarks/quant_throughput.py [--device cuda] [--write]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 
 import torch
 from device import CPU, Device, add_device_argument
+from result_files import markdown_table, write_results
 from torch import nn
 
 from minituner.quant.codecs import int4_dequantize, int4_quantize, nf4_dequantize, nf4_quantize
@@ -70,10 +72,43 @@ def bits_per_weight() -> dict:
     return rows
 
 
+def report(result: dict) -> str:
+    """The codec's times against bitsandbytes's, the round-trip errors and the bits per weight."""
+
+    def against(row: dict, step: str) -> list[str]:
+        if f"bnb_{step}_ms" not in row:
+            return [f"{row[f'{step}_ms']:.3g} ms", "", ""]
+        ratio = row[f"{step}_ratio_vs_bnb"]
+        return [f"{row[f'{step}_ms']:.3g} ms", f"{row[f'bnb_{step}_ms']:.3g} ms", f"**{ratio:.2f}x**"]
+
+    rows = [
+        [" x ".join(map(str, row["shape"])), *against(row, "quantize"), *against(row, "dequantize")]
+        for row in result["layers"]
+    ]
+    header = ["fp32 weight", "NF4 quantize", "bitsandbytes", "ratio", "NF4 dequantize", "bitsandbytes", "ratio"]
+    errors = result["round_trip_4096x4096"]
+    bits = markdown_table(
+        ["scheme", "bits per weight (measured)", "formula"],
+        [
+            [scheme, f"{b['measured']:.3f}", f"{b['formula']:.3f}"]
+            for scheme, b in result["bits_per_weight_4096x4096"].items()
+        ],
+    )
+    goals = ", ".join(f"{goal}: {'met' if met else 'not met'}" for goal, met in result.get("goals", {}).items())
+    return (
+        f"Medians of repeated runs, blocks of 64; bitsandbytes {result['bitsandbytes']} in the same process.\n\n"
+        f"{markdown_table(header, rows)}\n\nGoals at 4096 x 4096: {goals or 'bitsandbytes not installed'}.\n\n"
+        f"Round-trip RMSE on N(0, 0.02) 4096 x 4096 weights: NF4 {errors['nf4_rmse']:.5f}, "
+        f"int4 {errors['int4_rmse']:.5f}.\n\n{bits}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_device_argument(parser)
-    device = parser.parse_args().device
+    parser.add_argument("--write", action="store_true", help="write results/quant_throughput.{json,md}")
+    args = parser.parse_args()
+    device = args.device
     result = {
         "benchmark": "quant_throughput",
         "host": device.setup(),
@@ -88,6 +123,9 @@ def main() -> None:
             "quantize_at_least_as_fast_as_bnb": big["quantize_ratio_vs_bnb"] <= 1.0,
             "dequantize_within_1.5x_of_bnb": big["dequantize_ratio_vs_bnb"] <= 1.5,
         }
+    if args.write:
+        name = "quant_throughput_cuda" if device.is_cuda else "quant_throughput"
+        write_results(name, result, "NF4 codec throughput against bitsandbytes", report(result))
     print(json.dumps(result, indent=2))
 
 

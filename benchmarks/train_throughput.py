@@ -21,7 +21,9 @@ on CPU), QLoRA minituner / PEFT + bitsandbytes (goal <= 1.0), and PEFT + bitsand
 QLoRA / LoRA. ``--device cuda``: bf16 autocast in the plain loops, ``precision=bf16-mixed`` in
 the Trainer, bitsandbytes computing in bf16, timers synchronised with the GPU (``device.py``).
 
-    .venv/bin/python benchmarks/train_throughput.py [--models minigpt minigpt_100m] [--steps 5]
+``--write --name NAME`` also writes ``benchmarks/results/NAME.json`` and the generated ``NAME.md``.
+
+    .venv/bin/python benchmarks/train_throughput.py [--models minigpt minigpt_100m] [--steps 5] [--write]
         [--device cuda --models minigpt_100m minigpt_1b]
 """
 
@@ -38,6 +40,7 @@ import lightning as L
 import torch
 from device import CPU, Device, add_device_argument
 from minituner.callbacks.nan_guard import NaNGuard
+from result_files import markdown_table, write_results
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -294,6 +297,26 @@ def measure(
     }
 
 
+def report(result: dict) -> str:
+    """Per model: each regime's median step time per loop, then the ratios the goals are about."""
+    loops = ("plain", "minituner", "peft", "peft_bitsandbytes")
+    sections = []
+    for name, model in result["models"].items():
+        rows = [
+            [regime] + [f"{timed[loop]['median_step_s']:.3f} s" if loop in timed else "" for loop in loops]
+            for regime, timed in model["regimes"].items()
+        ]
+        ratios = markdown_table(["ratio of median step times", "value"], [[k, v] for k, v in model["ratios"].items()])
+        batch = model["batch"]
+        sections.append(
+            f"## `{name}` ({model['parameters'] / 1e6:.2f}M parameters), {batch['sequences']} x "
+            f"{batch['tokens_per_sequence']} tokens, {model['rounds']} rounds\n\n"
+            f"{markdown_table(['regime', 'plain loop', 'minituner', 'PEFT', 'PEFT + bitsandbytes'], rows)}\n\n{ratios}"
+        )
+    versions = f"PEFT {result['peft']}, bitsandbytes {result['bitsandbytes']}; median step time over the timed steps."
+    return versions + "\n\n" + "\n\n".join(sections)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(BATCHES), choices=list(BATCHES))
@@ -308,6 +331,8 @@ def main() -> None:
         help="_bf16: the frozen base (but NF4 codes) stored in bf16, adapters fp32",
     )
     add_device_argument(parser)
+    parser.add_argument("--write", action="store_true", help="write results/NAME.{json,md}")
+    parser.add_argument("--name", default="train_throughput", help="stem of the result files")
     args = parser.parse_args()
     result = {
         "host": {"machine": platform.machine(), **args.device.setup()},
@@ -318,6 +343,8 @@ def main() -> None:
             for name in args.models
         },
     }
+    if args.write:
+        write_results(args.name, result, "Training step time against a plain loop and PEFT", report(result))
     print(json.dumps(result, indent=2))
 
 

@@ -3,7 +3,8 @@
 Clones the current commit into a temporary directory (``git clone`` of this checkout, so nothing of
 this working tree is reused: no ``.venv``, no ``outputs/``), runs ``make main`` and then ``make test``
 there as a new user would, and records each one's wall time, the preview's own clock (from its
-``preview.json``) and pytest's summary line. The clone is deleted afterwards.
+``preview.json``), pytest's summary line and its slowest tests (``--durations``). The clone is
+deleted afterwards.
 
     python benchmarks/two_commands.py --write        # about 30 min on 2 cores
 """
@@ -47,9 +48,11 @@ def measure(skip_test: bool) -> dict:
         if not skip_test:
             test_seconds, output = timed(["make", "test"], clone)
             summary = re.findall(r"=+ (\d+ passed.*?) in ([\d.]+)s", output)
+            slowest = re.findall(r"^([\d.]+)s (call|setup|teardown) +(\S+)$", output, flags=re.MULTILINE)
             result |= {
                 "make_test_seconds": round(test_seconds, 1),
                 "pytest_summary": summary[-1][0] if summary else None,
+                "slowest_tests": [{"seconds": float(s), "phase": phase, "test": test} for s, phase, test in slowest],
             }
         return result
 
@@ -71,7 +74,12 @@ def report(result: dict) -> str:
                 f"pytest: {result['pytest_summary']}",
             ]
         )
-    return markdown_table(["command", "wall time", "detail"], rows)
+    table = markdown_table(["command", "wall time", "detail"], rows)
+    slowest = [[f"{t['seconds']:.1f} s", t["phase"], f"`{t['test']}`"] for t in result.get("slowest_tests", [])]
+    if slowest:
+        table += "\n\nThe slowest tests (pytest `--durations`, two workers):\n\n"
+        table += markdown_table(["time", "phase", "test"], slowest)
+    return table
 
 
 def main() -> None:
