@@ -48,7 +48,7 @@ def measure(skip_test: bool) -> dict:
         if not skip_test:
             test_seconds, output = timed(["make", "test"], clone)
             summary = re.findall(r"=+ (\d+ passed.*?) in ([\d.]+)s", output)
-            slowest = re.findall(r"^([\d.]+)s (call|setup|teardown) +(\S+)$", output, flags=re.MULTILINE)
+            slowest = re.findall(r"^([\d.]+)s (call|setup|teardown) +(.+?) *$", output, flags=re.MULTILINE)
             result |= {
                 "make_test_seconds": round(test_seconds, 1),
                 "pytest_summary": summary[-1][0] if summary else None,
