@@ -83,6 +83,8 @@ def test_train_throughput_times_every_variant_on_the_cpu_path():
     assert {"qlora_vs_lora_minituner", "lora_minituner_vs_plain"} <= set(result["ratios"])
     if "peft_bitsandbytes" in result["regimes"]["qlora"]:  # the reference libraries are installed
         assert "qlora_vs_lora_peft_bitsandbytes" in result["ratios"]
+    page = train_throughput.report({"peft": None, "bitsandbytes": None, "models": {"tiny": result}})
+    assert "## `tiny`" in page and "| qlora | " in page and "| qlora_vs_lora_minituner |" in page
 
 
 def test_quant_layer_measures_the_whole_weight_and_a_chunk_as_transient_memory():
@@ -94,6 +96,10 @@ def test_quant_layer_measures_the_whole_weight_and_a_chunk_as_transient_memory()
     assert big["whole_weight_transient_bytes"] >= big["dense_fp32_weight_bytes"]
     chunk_bytes = 4 * big["chunk_rows"] * 2048
     assert chunk_bytes <= big["chunked_transient_bytes"] < 2 * chunk_bytes
+    page = quant_layer.report(
+        {"tokens": 512, "bitsandbytes": None, "layers": [small, big], "goals_4096x4096": {"transient": True}}
+    )
+    assert "| 64 x 128, float32 | " in page and "(whole)" in page and "transient: met" in page
 
 
 def test_quant_layer_runs_bf16_activations():
@@ -104,6 +110,14 @@ def test_quant_layer_runs_bf16_activations():
 def test_quant_throughput_times_the_codec():
     row = quant_throughput.measure((64, 64), repeats=2)
     assert row["quantize_ms"] > 0 and row["dequantize_ms"] > 0
+    result = {
+        "bitsandbytes": None,
+        "layers": [row],
+        "round_trip_4096x4096": {"nf4_rmse": 0.00184, "int4_rmse": 0.00215},
+        "bits_per_weight_4096x4096": {"nf4_dq": {"measured": 4.127, "formula": 4.127}},
+    }
+    page = quant_throughput.report(result)
+    assert "| 64 x 64 | " in page and "| nf4_dq | 4.127 | 4.127 |" in page
 
 
 def test_exponent_recovers_a_power_law():
