@@ -37,6 +37,23 @@ def test_the_readme_is_a_short_front_door_with_short_paragraphs():
         assert run <= 10, f"README.md:{number}: a paragraph over 10 lines"
 
 
+def test_the_readme_s_tables_quote_the_result_files_their_sections_link():
+    """Every number in a table row of a README section that links a result page is on that page."""
+    readme = (ROOT / "README.md").read_text()
+    checked = 0
+    for section in re.split(r"^## ", readme, flags=re.MULTILINE):
+        results = re.findall(r"\]\((benchmarks/results/[^)]+\.md)\)", section)
+        if not results:
+            continue
+        source = "\n".join((ROOT / path).read_text() for path in results)
+        rows = [line for line in section.splitlines() if line.startswith("|")][2:]  # past the header
+        for row in rows:
+            for number in re.findall(r"\d+(?:[.,]\d+)*", row):
+                assert number in source, f"README.md, section {section.splitlines()[0]!r}: {number} not in {results}"
+                checked += 1
+    assert checked >= 10  # the two-commands and the seed tables
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_pages_speak_of_the_software_not_of_its_development(page):
     found = [f"{page.name}:{n}: {m.group(0)!r}" for n, line in prose(page) for m in HISTORY.finditer(line)]
