@@ -21,12 +21,14 @@ import qlora_gap  # noqa: E402
 import quant_layer  # noqa: E402
 import quant_throughput  # noqa: E402
 import scaling  # noqa: E402
+import sweep_results  # noqa: E402
 import train_throughput  # noqa: E402
 from device import CPU, device_named  # noqa: E402
 
 from minituner.config.shipped import CONF_DIR  # noqa: E402
 from minituner.config.validation import validate_config  # noqa: E402
 from minituner.model.minigpt import MiniGPT, MiniGPTConfig  # noqa: E402
+from tests.reports.test_sweep_report import fake_job, metrics  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -182,3 +184,14 @@ def test_qlora_gap_rows_are_the_variant_configs_and_the_multirun_sweeps_them_all
     assert sweep.variant.split(",") == qlora_gap.ROWS
     for row in qlora_gap.ROWS:
         validate_config(make_cfg(f"variant={row}"))
+
+
+def test_a_kept_sweep_result_holds_its_jobs_and_seed_statistics(tmp_path):
+    sweep = tmp_path / "multiruns" / "rank_ablation"
+    for num, (rank, seed, acc) in enumerate([(4, 1, 0.9), (4, 2, 0.8), (8, 1, 0.95), (8, 2, 0.97)]):
+        fake_job(sweep, num, [f"lora.r={rank}", f"seed={seed}"], metrics=metrics(acc, 0.02, 10 * rank))
+    assert sweep_results.run_sweep(tmp_path, "rank_ablation", [1, 2]) == sweep  # finished: reported, not run
+    result, body = sweep_results.summarise(sweep)
+    assert len(result["jobs"]) == 4 and [g["group"] for g in result["groups"]] == ["lora.r=4", "lora.r=8"]
+    assert result["groups"][1]["stats"]["irregular_acc"]["mean"] == pytest.approx(0.96)
+    assert "## Seed statistics" in body and "| lora.r=8 | 2 | 96.0 ± 1.4%" in body
