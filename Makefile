@@ -38,7 +38,7 @@ bench: setup
 	$(BIN)/python benchmarks/generate_speed.py --write
 	$(BIN)/python benchmarks/compare_regimes.py --write
 	$(BIN)/python benchmarks/quant_throughput.py --write
-	$(BIN)/python benchmarks/quant_layer.py --dtypes float32 bfloat16 --write
+	$(BIN)/python benchmarks/quant_layer.py --write
 	$(BIN)/python benchmarks/train_throughput.py --write
 	$(BIN)/python benchmarks/memory_scale.py --write
 	$(BIN)/python benchmarks/scaling.py --write
