@@ -39,7 +39,7 @@ bench: setup
 	$(BIN)/python benchmarks/compare_regimes.py --write
 	$(BIN)/python benchmarks/quant_throughput.py --write
 	$(BIN)/python benchmarks/quant_layer.py --write
-	$(BIN)/python benchmarks/train_throughput.py --write
+	$(BIN)/python benchmarks/train_throughput.py --models minigpt_100m --regimes full lora qlora --rounds 2 --write
 	$(BIN)/python benchmarks/memory_scale.py --write
 	$(BIN)/python benchmarks/scaling.py --write
 
