@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from cli_runs import emit_json
-from result_files import markdown_table, write_results
+from result_files import machine, markdown_table, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,9 +39,11 @@ def measure(skip_test: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="minituner-clone-") as scratch:
         clone = Path(scratch) / "minituner"
         subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+        cloned = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True, check=True)
         main_seconds, _ = timed(["make", "main"], clone)
         (preview,) = (clone / "outputs" / "preview").glob("*/preview.json")
         result = {
+            "measured_on": machine() | {"commit": cloned.stdout.strip()[:12]},  # the clone's, not this tree's
             "make_main_seconds": round(main_seconds, 1),
             "preview_seconds": json.loads(preview.read_text())["seconds"],
         }
