@@ -18,6 +18,14 @@ def timed_run(outputs: Path, name: str, *overrides: str) -> tuple[float, dict]:
     return time.perf_counter() - started, json.loads((run_dir / "metrics.json").read_text())
 
 
+def finished_or_run(outputs: Path, name: str, *overrides: str) -> tuple[float | None, dict]:
+    """The metrics of run ``name`` under ``outputs``: read when it already finished (wall None), else run now."""
+    finished = outputs / name / "metrics.json"
+    if finished.is_file():
+        return None, json.loads(finished.read_text())
+    return timed_run(outputs, name, *overrides)
+
+
 def share_cores(jobs: int) -> None:
     """Give each of ``jobs`` concurrent runs cores/jobs torch threads (children inherit OMP_NUM_THREADS)."""
     if jobs > 1:

@@ -18,7 +18,6 @@ directory already holds ``metrics.json`` is read, not run again.
 from __future__ import annotations
 
 import argparse
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from cli_runs import emit_json, share_cores, timed_run
+from cli_runs import emit_json, finished_or_run, share_cores
 from compare_regimes import scalars
 from result_files import markdown_table, write_results
 
@@ -46,11 +45,7 @@ FAMILIES = {
 def run_point(outputs: Path, family: str, label: str, overrides: list[str], base_seed: int) -> dict:
     """One fine-tune; its last validation and its test figures."""
     name = f"frontier/base{base_seed}_{label.replace(' ', '')}"
-    finished = outputs / name / "metrics.json"
-    if finished.is_file():
-        m = json.loads(finished.read_text())
-    else:
-        _, m = timed_run(outputs, name, *overrides, f"base.seed={base_seed}", "seed=1")
+    _, m = finished_or_run(outputs, name, *overrides, f"base.seed={base_seed}", "seed=1")
     _, val_acc = scalars(outputs / name, "val/irregular_acc")
     _, val_ppl = scalars(outputs / name, "val/regular_ppl")  # step 0 is the base
     return {

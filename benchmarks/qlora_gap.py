@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import random
 import statistics
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +38,7 @@ from hydra import compose, initialize_config_dir
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from cli_runs import emit_json, share_cores, timed_run
+from cli_runs import emit_json, finished_or_run, share_cores
 from result_files import markdown_table, write_results
 
 from minituner.apps.preview import fixed_batch
@@ -93,12 +92,8 @@ def init_figures(outputs: Path, row: str, base_seed: int) -> dict:
 def run_cell(outputs: Path, budget: str, row: str, base_seed: int, seed: int) -> dict:
     """One fine-tune of the grid: its accuracy, drift and step time (a finished run of it is read, not rerun)."""
     name = f"qlora_gap/{budget}/{row}_base{base_seed}_seed{seed}"
-    finished = outputs / name / "metrics.json"
-    if finished.is_file():
-        wall, m = None, json.loads(finished.read_text())
-    else:
-        overrides = [f"variant={row}", *BUDGETS[budget], f"base.seed={base_seed}", f"seed={seed}"]
-        wall, m = timed_run(outputs, name, *overrides)
+    overrides = [f"variant={row}", *BUDGETS[budget], f"base.seed={base_seed}", f"seed={seed}"]
+    wall, m = finished_or_run(outputs, name, *overrides)
     return {
         "budget": budget,
         "row": row,
