@@ -3,8 +3,8 @@
 Clones the current commit into a temporary directory (``git clone`` of this checkout, so nothing of
 this working tree is reused: no ``.venv``, no ``outputs/``), runs ``make main`` and then ``make test``
 there as a new user would, and records each one's wall time, the preview's own clock (from its
-``preview.json``), pytest's summary line and its slowest tests (``--durations``). The clone is
-deleted afterwards.
+``preview.json``), pytest's summary line and its slowest tests (``--durations``); ``--write`` also
+keeps the preview's ``REPORT.md`` as ``results/preview_report.md``. The clone is deleted afterwards.
 
     python benchmarks/two_commands.py --write        # about 30 min on 2 cores
 """
@@ -46,6 +46,7 @@ def measure(skip_test: bool) -> dict:
             "measured_on": machine() | {"commit": cloned.stdout.strip()[:12]},  # the clone's, not this tree's
             "make_main_seconds": round(main_seconds, 1),
             "preview_seconds": json.loads(preview.read_text())["seconds"],
+            "preview_report": (preview.parent / "REPORT.md").read_text(),
         }
         if not skip_test:
             test_seconds, output = timed(["make", "test"], clone)
@@ -84,14 +85,23 @@ def report(result: dict) -> str:
     return table
 
 
+def write_preview_report(report_text: str, measured_on: dict) -> None:
+    """Keep the fresh clone's preview ``REPORT.md`` as ``results/preview_report.md``: the README quotes it."""
+    kept = {"benchmark": "preview_report", "measured_on": measured_on, "report": report_text}
+    below_title = report_text.split("\n", 1)[1]
+    write_results("preview_report", kept, "The QLoRA preview's REPORT.md on a fresh clone (`make main`)", below_title)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-test", action="store_true", help="time make main only")
     parser.add_argument("--write", action="store_true", help="write results/two_commands.{json,md}")
     args = parser.parse_args()
     result = {"benchmark": "two_commands", **measure(args.skip_test)}
+    preview_report = result.pop("preview_report")
     if args.write:
         write_results("two_commands", result, "The two commands on a fresh clone", report(result))
+        write_preview_report(preview_report, result["measured_on"])
     emit_json(result, None)
 
 

@@ -27,31 +27,46 @@ def prose(page: Path) -> list[tuple[int, str]]:
     return lines
 
 
-def test_the_readme_is_a_short_front_door_with_short_paragraphs():
-    lines = (ROOT / "README.md").read_text().splitlines()
-    assert len(lines) <= 300
+def test_the_readme_is_a_short_front_door():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 300
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_no_paragraph_or_list_item_runs_over_ten_lines(page):
     run = 0
-    for number, line in prose(ROOT / "README.md"):
-        paragraph_line = line.strip() and not line.startswith(("|", "#", "- ", "!["))
-        run = run + 1 if paragraph_line else 0
-        assert run <= 10, f"README.md:{number}: a paragraph over 10 lines"
+    for number, line in prose(page):
+        if re.match(r"(- |\d+\. )", line):  # a list item starts a block of its own
+            run = 1
+        else:
+            run = run + 1 if line.strip() and not line.startswith(("|", "#", "![")) else 0
+        assert run <= 10, f"{page.name}:{number}: a paragraph or list item over 10 lines"
 
 
-def test_the_readme_s_tables_quote_the_result_files_their_sections_link():
-    """Every number in a table row of a README section that links a result page is on that page."""
-    readme = (ROOT / "README.md").read_text()
+def fenced_lines(section: str) -> list[str]:
+    """The non-empty lines inside the section's fenced code blocks."""
+    return [line for i, block in enumerate(section.split("```")) if i % 2 for line in block.splitlines()[1:] if line]
+
+
+@pytest.mark.parametrize("page", [ROOT / "README.md", ROOT / "docs" / "preview.md"], ids=lambda p: p.name)
+def test_quoted_figures_and_excerpts_come_from_the_result_files_their_sections_link(page):
+    """Every number in a table row of a section that links a result page is on that page, and every
+    line of the section's excerpts (fenced blocks) is a line of it: nothing is copied by hand."""
     checked = 0
-    for section in re.split(r"^## ", readme, flags=re.MULTILINE):
-        results = re.findall(r"\]\((benchmarks/results/[^)]+\.md)\)", section)
+    for section in re.split(r"^## ", page.read_text(), flags=re.MULTILINE):
+        results = re.findall(r"\]\(((?:\.\./)?benchmarks/results/[^)]+\.md)\)", section)
         if not results:
             continue
-        source = "\n".join((ROOT / path).read_text() for path in results)
+        source = "\n".join((page.parent / path).read_text() for path in results)
+        where = f"{page.name}, section {section.splitlines()[0]!r}"
         rows = [line for line in section.splitlines() if line.startswith("|")][2:]  # past the header
         for row in rows:
             for number in re.findall(r"\d+(?:[.,]\d+)*", row):
-                assert number in source, f"README.md, section {section.splitlines()[0]!r}: {number} not in {results}"
+                assert number in source, f"{where}: {number} not in {results}"
                 checked += 1
-    assert checked >= 10  # the two-commands and the seed tables
+        for line in fenced_lines(section):
+            assert line in source.splitlines(), f"{where}: {line!r} is not a line of {results}"
+            checked += 1
+    assert checked >= 10  # the two-commands and seed tables, the preview's excerpt
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
@@ -82,3 +97,62 @@ def test_every_console_script_s_help_starts_with_its_purpose_and_fits_a_screen(s
     lines = text.splitlines()
     assert lines[0].startswith(f"minituner-{script}: ") and len(lines) <= 40, text
     assert "examples:" in text.lower() and "powered by Hydra" not in text
+
+
+def option_names(listing: str) -> set[str]:
+    """``minigpt (default) | tiny | ...`` -> {"minigpt", "tiny"}: the first word of each ``|`` item."""
+    listing = re.sub(r"\([^)]*\)", "", listing)
+    return {m.group(1) for item in listing.split("|") if (m := re.match(r"\s*([a-z][a-z0-9_]*)", item))}
+
+
+def help_listings() -> dict[str, str]:
+    """Group -> its options as ``minituner-train --help`` lists them (continuation lines start with ``|``)."""
+    template = (ROOT / "conf" / "train.yaml").read_text().split("Config groups it reads")[1].split("\n\n")[0]
+    listings: dict[str, str] = {}
+    for line in template.splitlines()[1:]:
+        if m := re.match(r"\s+(\w+) {2,}(.+)$", line):
+            group = m.group(1)
+            listings[group] = m.group(2)
+        elif line.strip().startswith("|"):
+            listings[group] += line
+    return listings
+
+
+def defaults_comments() -> dict[str, str]:
+    """Group -> the option list in the comment of its line in ``conf/train.yaml``'s defaults."""
+    listings: dict[str, str] = {}
+    for line in (ROOT / "conf" / "train.yaml").read_text().split("\nresume:")[0].splitlines():
+        if m := re.match(r"\s+- (\w+): \S+\s+# (.*)$", line):
+            group = m.group(1)
+            listings[group] = m.group(2).rsplit(": ", 1)[-1] if "|" in m.group(2) else ""
+        elif re.match(r"\s+# \|", line):
+            listings[group] += line.split("#", 1)[1]
+    return {group: listing for group, listing in listings.items() if listing}
+
+
+def readme_config_table() -> dict[str, str]:
+    section = (ROOT / "README.md").read_text().split("## Config groups")[1].split("\n## ")[0]
+    rows = re.findall(r"^\| `(\w+)` \| (.+) \|$", section, flags=re.MULTILINE)
+    return {group: " | ".join(re.findall(r"`(\w+)`", cell)) for group, cell in rows}
+
+
+def group_files(group: str) -> set[str]:
+    return {p.stem for p in (ROOT / "conf" / group).glob("*.yaml")}
+
+
+@pytest.mark.parametrize(
+    "where,listings",
+    [("--help", help_listings()), ("conf/train.yaml", defaults_comments()), ("README.md", readme_config_table())],
+)
+def test_config_groups_are_listed_with_their_real_options(where, listings):
+    """Every option --help, the config comments and the README name is a file under conf/<group>/, and
+    a full list (no "...") names them all; the count-only model presets may be left out of --help."""
+    assert {"model", "regime", "quant", "trainer", "logger"} <= set(listings), (where, listings)
+    for group, listing in listings.items():
+        if group == "callbacks":
+            continue  # listed as "default, none, or any of them by name"
+        names, files = option_names(listing), group_files(group)
+        assert names <= files, f"{where}: {group} lists {sorted(names - files)}, not in conf/{group}/"
+        count_only = {"gpt2_like", "llama2_7b", "llama3_8b"} if (group, where) == ("model", "--help") else set()
+        if "..." not in listing:
+            assert files - count_only <= names, f"{where}: {group} leaves out {sorted(files - names - count_only)}"
