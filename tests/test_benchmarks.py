@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import cpu_determinism  # noqa: E402
 import qlora_gap  # noqa: E402
 import quant_layer  # noqa: E402
 import quant_throughput  # noqa: E402
@@ -195,3 +196,15 @@ def test_a_kept_sweep_result_holds_its_jobs_and_seed_statistics(tmp_path):
     assert len(result["jobs"]) == 4 and [g["group"] for g in result["groups"]] == ["lora.r=4", "lora.r=8"]
     assert result["groups"][1]["stats"]["irregular_acc"]["mean"] == pytest.approx(0.96)
     assert "## Seed statistics" in body and "| lora.r=8 | 2 | 96.0 ± 1.4%" in body
+
+
+def test_cpu_determinism_names_each_setting_and_says_when_a_repeat_differs():
+    names = list(cpu_determinism.settings("AVX2"))
+    assert names[1] == "one thread" and "ATEN_CPU_CAPABILITY=avx2" in names and names[-1].endswith("again")
+    runs = {name: {"base_sha256": f"{i:064x}", "regular_ppl": 1.3, "wall_seconds": 9.0} for i, name in enumerate(names)}
+    page = cpu_determinism.report({"steps": 200, "runs": runs})
+    assert "5 distinct weight files from 5 runs" in page and "**other weights**" in page
+    runs[names[-1]] = runs[names[0]]
+    assert "4 distinct weight files from 5 runs; the default twice: the same weights" in cpu_determinism.report(
+        {"steps": 200, "runs": runs}
+    )

@@ -42,15 +42,16 @@ def test_no_paragraph_or_list_item_runs_over_ten_lines(page):
         assert run <= 10, f"{page.name}:{number}: a paragraph or list item over 10 lines"
 
 
-def fenced_lines(section: str) -> list[str]:
-    """The non-empty lines inside the section's fenced code blocks."""
-    return [line for i, block in enumerate(section.split("```")) if i % 2 for line in block.splitlines()[1:] if line]
+def excerpt_lines(section: str) -> list[str]:
+    """The non-empty lines of the section's excerpts: its ```text blocks."""
+    blocks = re.findall(r"^```text\n(.*?)^```", section, flags=re.MULTILINE | re.DOTALL)
+    return [line for block in blocks for line in block.splitlines() if line]
 
 
 @pytest.mark.parametrize("page", [ROOT / "README.md", ROOT / "docs" / "preview.md"], ids=lambda p: p.name)
 def test_quoted_figures_and_excerpts_come_from_the_result_files_their_sections_link(page):
     """Every number in a table row of a section that links a result page is on that page, and every
-    line of the section's excerpts (fenced blocks) is a line of it: nothing is copied by hand."""
+    line of the section's excerpts (```text blocks) is a line of it: nothing is copied by hand."""
     checked = 0
     for section in re.split(r"^## ", page.read_text(), flags=re.MULTILINE):
         results = re.findall(r"\]\(((?:\.\./)?benchmarks/results/[^)]+\.md)\)", section)
@@ -63,7 +64,7 @@ def test_quoted_figures_and_excerpts_come_from_the_result_files_their_sections_l
             for number in re.findall(r"\d+(?:[.,]\d+)*", row):
                 assert number in source, f"{where}: {number} not in {results}"
                 checked += 1
-        for line in fenced_lines(section):
+        for line in excerpt_lines(section):
             assert line in source.splitlines(), f"{where}: {line!r} is not a line of {results}"
             checked += 1
     assert checked >= 10  # the two-commands and seed tables, the preview's excerpt
