@@ -42,6 +42,8 @@ bench: setup
 	$(BIN)/python benchmarks/train_throughput.py --models minigpt_100m --regimes full lora qlora --rounds 2 --write
 	$(BIN)/python benchmarks/memory_scale.py --write
 	$(BIN)/python benchmarks/scaling.py --write
+	$(BIN)/python benchmarks/cpu_determinism.py --write
+	$(BIN)/python benchmarks/your_data.py --write
 
 # The seed statistics behind the README's headline table and the frontier figure (about 35 min
 # on 2 cores): 3 bases x 3 seeds of LoRA and QLoRA, then 7 recipes per base.

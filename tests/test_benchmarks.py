@@ -24,6 +24,7 @@ import quant_throughput  # noqa: E402
 import scaling  # noqa: E402
 import sweep_results  # noqa: E402
 import train_throughput  # noqa: E402
+import your_data  # noqa: E402
 from device import CPU, device_named  # noqa: E402
 
 from minituner.config.shipped import CONF_DIR  # noqa: E402
@@ -208,3 +209,12 @@ def test_cpu_determinism_names_each_setting_and_says_when_a_repeat_differs():
     assert "4 distinct weight files from 5 runs; the default twice: the same weights" in cpu_determinism.report(
         {"steps": 200, "runs": runs}
     )
+
+
+def test_your_data_page_shows_each_run_before_and_after():
+    run = {"label_acc": 0.98, "ppl": 1.006, "regular_ppl": 47.6, "regular_ppl_drift": 32.2, "train_seconds": 78.0}
+    run |= {"train_steps": 260, "adapter_bytes": 152944, "base_label_acc": 0.3, "base_ppl": 3771.2}
+    run |= {"base_regular_ppl": 1.434, "wall_seconds": 300.0}
+    page = your_data.report({"base_build": {"train_steps": 1500, "train_seconds": 181.0}, "runs": {"r": run}})
+    assert "30.0% -> **98.0%**" in page and "3771 -> 1.006" in page and "1.434 -> 47.6 (+3220%)" in page
+    assert "260 steps, 78 s" in page and "152,944 B" in page and "1500 steps, 181 s" in page
