@@ -157,3 +157,15 @@ def test_config_groups_are_listed_with_their_real_options(where, listings):
         count_only = {"gpt2_like", "llama2_7b", "llama3_8b"} if (group, where) == ("model", "--help") else set()
         if "..." not in listing:
             assert files - count_only <= names, f"{where}: {group} leaves out {sorted(files - names - count_only)}"
+
+
+def test_the_task_page_gives_the_corpus_split_sizes_the_generator_makes():
+    from minituner.data.corpus import CorpusConfig, generate_corpus
+
+    sizes = {name: len(sentences) for name, sentences in generate_corpus(CorpusConfig()).splits.items()}
+    documented = {}
+    for names, counts in re.findall(r"^\| (`.+?) \| ([\d,/ ]+) \|", (ROOT / "docs" / "task.md").read_text(), re.M):
+        names = re.findall(r"`(\w+)`", names)
+        names = [names[0]] + [names[0].split("_")[0] + n if n.startswith("_") else n for n in names[1:]]
+        documented |= dict(zip(names, (int(c.replace(",", "")) for c in counts.split("/")), strict=True))
+    assert documented == sizes

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
+from minituner.apps.count import markdown_table, regime_fits, regime_rows
 from minituner.apps.runner import run_app
 from minituner.config.nodes import model_config
+from minituner.config.shipped import CONF_DIR
 from minituner.lora.inject import LoRAConfig
 from minituner.memory.fit import fit_limits
 from minituner.memory.footprint import fits, predict
@@ -72,3 +76,19 @@ def test_eager_attention_keeps_the_attention_maps(tmp_path):
     sdpa, eager = predict(shape, "x", **common), predict(shape, "x", attention="eager", **common)
     maps = shape.n_layer * shape.n_head * 2048 * 2048 * 2  # one bf16 softmax map per layer and head
     assert eager.activations - sdpa.activations == pytest.approx(maps, rel=0.02)
+
+
+def test_the_memory_page_s_llama3_table_is_what_the_count_prints(tmp_path):
+    """docs/memory.md quotes the count's table for its example command; the arithmetic is the same everywhere."""
+    command = "model=llama3_8b count.precision=bf16_true count.batch_size=2 count.seq_len=2048"
+    page = (Path(__file__).resolve().parents[2] / "docs" / "memory.md").read_text()
+    assert f"`minituner-count {command}`" in " ".join(page.split())
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="count", overrides=[f"paths.outputs_dir={tmp_path}", *command.split()])
+    table = markdown_table(regime_rows(model_config(cfg), cfg.count), int(cfg.count.gpu_memory_gib * 2**30))
+    assert table in page
+    fits = regime_fits(model_config(cfg), cfg.count)  # the page's sentence on the fit solver
+    batches = [fits[r][k] for r in ("LoRA r=8", "QLoRA r=8") for k in ("max_batch", "max_batch_checkpointed")]
+    assert batches == [0, 2, 1, 4]
+    assert "(the longest sequence at batch 2: 1,384 and 4,810 tokens)" in page
+    assert (fits["QLoRA r=8"]["max_seq"], fits["QLoRA r=8"]["max_seq_checkpointed"]) == (1384, 4810)
