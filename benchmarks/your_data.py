@@ -7,7 +7,8 @@ the response perplexity and the verb-control perplexity before and after, traini
 bytes. ``--write`` also writes ``benchmarks/results/your_data.json`` and the generated ``.md``.
 One run each (seed 1234): a single draw.
 
-    .venv/bin/python benchmarks/your_data.py [--write]      # about 7 min on 2 cores
+    .venv/bin/python benchmarks/your_data.py [--write]      # about 10 min on 2 cores
+    .venv/bin/python benchmarks/your_data.py --from-json --write   # the page again from the kept JSON
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from cli_runs import emit_json, timed_run
-from result_files import markdown_table, write_results
+from result_files import RESULTS, markdown_table, write_results
 
 RUNS = {
     "experiment=sentiment": ["experiment=sentiment"],
@@ -47,8 +48,8 @@ def report(result: dict) -> str:
         [
             f"`{name}`",
             f"{run['base_label_acc']:.1%} -> **{run['label_acc']:.1%}**",
-            f"{run['base_ppl']:.4g} -> {run['ppl']:.4g}",
-            f"{run['base_regular_ppl']:.4g} -> {run['regular_ppl']:.4g} ({run['regular_ppl_drift']:+.0%})",
+            f"{run['base_ppl']:,.3f} -> {run['ppl']:,.3f}",
+            f"{run['base_regular_ppl']:,.3f} -> {run['regular_ppl']:,.3f} ({run['regular_ppl_drift']:+.0%})",
             f"{run['train_steps']} steps, {run['train_seconds']:.0f} s",
             f"{run['adapter_bytes']:,} B",
         ]
@@ -73,8 +74,10 @@ def report(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="write results/your_data.{json,md}")
+    parser.add_argument("--from-json", action="store_true", help="regenerate the page from the kept JSON, run nothing")
     args = parser.parse_args()
-    result = {"benchmark": "your_data", **measure()}
+    kept = RESULTS / "your_data.json"
+    result = json.loads(kept.read_text()) if args.from_json else {"benchmark": "your_data", **measure()}
     if args.write:
         write_results("your_data", result, "Fine-tuning on the shipped instruction example", report(result))
     emit_json(result, None)

@@ -216,5 +216,5 @@ def test_your_data_page_shows_each_run_before_and_after():
     run |= {"train_steps": 260, "adapter_bytes": 152944, "base_label_acc": 0.3, "base_ppl": 3771.2}
     run |= {"base_regular_ppl": 1.434, "wall_seconds": 300.0}
     page = your_data.report({"base_build": {"train_steps": 1500, "train_seconds": 181.0}, "runs": {"r": run}})
-    assert "30.0% -> **98.0%**" in page and "3771 -> 1.006" in page and "1.434 -> 47.6 (+3220%)" in page
+    assert "30.0% -> **98.0%**" in page and "3,771.200 -> 1.006" in page and "1.434 -> 47.600 (+3220%)" in page
     assert "260 steps, 78 s" in page and "152,944 B" in page and "1500 steps, 181 s" in page
