@@ -48,7 +48,10 @@ def excerpt_lines(section: str) -> list[str]:
     return [line for block in blocks for line in block.splitlines() if line]
 
 
-@pytest.mark.parametrize("page", [ROOT / "README.md", ROOT / "docs" / "preview.md"], ids=lambda p: p.name)
+QUOTING = [ROOT / "README.md", *(ROOT / "docs" / f"{name}.md" for name in ("preview", "lora", "your-data"))]
+
+
+@pytest.mark.parametrize("page", QUOTING, ids=lambda p: p.name)
 def test_quoted_figures_and_excerpts_come_from_the_result_files_their_sections_link(page):
     """Every number in a table row of a section that links a result page is on that page, and every
     line of the section's excerpts (```text blocks) is a line of it: nothing is copied by hand."""
