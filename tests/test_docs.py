@@ -43,9 +43,9 @@ def test_no_paragraph_or_list_item_runs_over_ten_lines(page):
 
 
 def excerpt_lines(section: str) -> list[str]:
-    """The non-empty lines of the section's excerpts: its ```text blocks."""
+    """The lines of the section's excerpts (its ```text blocks), past blank lines and "..." (a cut)."""
     blocks = re.findall(r"^```text\n(.*?)^```", section, flags=re.MULTILINE | re.DOTALL)
-    return [line for block in blocks for line in block.splitlines() if line]
+    return [line for block in blocks for line in block.splitlines() if line not in ("", "...")]
 
 
 QUOTING = [ROOT / "README.md", *(ROOT / "docs" / f"{name}.md" for name in ("preview", "lora", "your-data"))]
