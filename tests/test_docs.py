@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from minituner.data.corpus import CorpusConfig, generate_corpus
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 HISTORY = re.compile(r"\bsession\b|\bissue\s*#?\s*\d+|#\d{2,}\b", re.IGNORECASE)
@@ -163,8 +165,6 @@ def test_config_groups_are_listed_with_their_real_options(where, listings):
 
 
 def test_the_task_page_gives_the_corpus_split_sizes_the_generator_makes():
-    from minituner.data.corpus import CorpusConfig, generate_corpus
-
     sizes = {name: len(sentences) for name, sentences in generate_corpus(CorpusConfig()).splits.items()}
     documented = {}
     for names, counts in re.findall(r"^\| (`.+?) \| ([\d,/ ]+) \|", (ROOT / "docs" / "task.md").read_text(), re.M):
