@@ -69,7 +69,15 @@ class RunDirectoryGuard(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        if not sweep_dir.is_dir() or (sweep_dir / SWEEP_MARKER).is_file() or not any(sweep_dir.iterdir()):
+        if not sweep_dir.is_dir():
+            return
+        # Hydra writes each job's .hydra/ and log before any job-level check could run, so a sweep
+        # whose jobs another live process is running is refused here, before its first job
+        for job_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
+            holder = lock_holder(job_dir)
+            if holder is not None:
+                _refuse(f"the sweep directory {sweep_dir} has a job running: {busy_message(job_dir, holder)}")
+        if (sweep_dir / SWEEP_MARKER).is_file() or not any(sweep_dir.iterdir()):
             return
         names = sorted(p.name for p in sweep_dir.iterdir())
         _refuse(

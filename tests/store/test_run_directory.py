@@ -139,3 +139,16 @@ def test_the_guard_refuses_a_sweep_directory_that_is_not_a_sweep(tmp_path, capsy
     assert "is not empty and is not a Hydra sweep (it holds notes.md, sub)" in capsys.readouterr().err
     (mine / "multirun.yaml").write_text("{}")  # an earlier sweep's directory: Hydra adds jobs beside its own
     RunDirectoryGuard().on_multirun_start(config=hydra_config(tmp_path, f"hydra.sweep.dir={mine}"))
+
+
+def test_the_guard_refuses_a_sweep_whose_job_another_process_holds(tmp_path, capsys):
+    """A second sweep into a running sweep's directory stops before Hydra writes into any job of it."""
+    sweep = tmp_path / "sweep"
+    (sweep / "0").mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("{}")
+    with run_lock(sweep / "0"), pytest.raises(SystemExit) as stop:
+        RunDirectoryGuard().on_multirun_start(config=hydra_config(tmp_path, f"hydra.sweep.dir={sweep}"))
+    assert stop.value.code == 2
+    busy = f"{sweep / '0'} is in use by another minituner process: pid {os.getpid()}"
+    assert f"the sweep directory {sweep} has a job running: {busy}" in capsys.readouterr().err
+    RunDirectoryGuard().on_multirun_start(config=hydra_config(tmp_path, f"hydra.sweep.dir={sweep}"))  # released
