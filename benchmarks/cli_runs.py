@@ -10,11 +10,21 @@ from pathlib import Path
 from minituner.apps.runner import run_app
 
 
-def timed_run(outputs: Path, name: str, *overrides: str) -> tuple[float, dict]:
-    """Run the training app with ``overrides`` under ``outputs``; return (wall seconds, metrics)."""
+def timed_run(outputs: Path, name: str, *overrides: str, env: dict[str, str] | None = None) -> tuple[float, dict]:
+    """Run the training app with ``overrides`` under ``outputs`` (``env``: variables added to the child's
+    environment); return (wall seconds, metrics)."""
     run_dir = outputs / name
+    child_env = os.environ | (env or {})
     started = time.perf_counter()
-    run_app("train", f"hydra.run.dir={run_dir}", f"paths.outputs_dir={outputs}", *overrides, timeout=None, check=True)
+    run_app(
+        "train",
+        f"hydra.run.dir={run_dir}",
+        f"paths.outputs_dir={outputs}",
+        *overrides,
+        timeout=None,
+        check=True,
+        env=child_env,
+    )
     return time.perf_counter() - started, json.loads((run_dir / "metrics.json").read_text())
 
 

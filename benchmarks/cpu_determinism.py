@@ -34,14 +34,8 @@ def settings(capability: str) -> dict[str, dict[str, str]]:
 
 def pretrain(steps: int, env: dict[str, str]) -> dict:
     """One short pretraining in a fresh outputs directory under ``env``: its weights' SHA-256 and metrics."""
-    before = dict(os.environ)
-    os.environ.update(env)  # the child inherits them
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            seconds, metrics = timed_run(Path(tmp), "pretrain", "regime=pretrain", f"regime.max_steps={steps}")
-    finally:
-        os.environ.clear()
-        os.environ.update(before)
+    with tempfile.TemporaryDirectory() as tmp:
+        seconds, metrics = timed_run(Path(tmp), "pretrain", "regime=pretrain", f"regime.max_steps={steps}", env=env)
     return {
         "env": env,
         "base_sha256": metrics["base_sha256"],
